@@ -1,0 +1,68 @@
+"""Names every part of the system agrees on: resources, incidents and executions."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+
+PREFIX = "cloud-sniper"
+EVENT_BUS = PREFIX
+EVENT_SOURCE = PREFIX
+STATE_MACHINE = f"{PREFIX}-pipeline"
+
+# Detail types on the project's event bus.
+FINDING_DETAIL_TYPE = "GuardDuty Finding"
+REPLAY_DETAIL_TYPE = "Cloud Sniper Replay"
+INCIDENT_REPORTED_DETAIL_TYPE = "Cloud Sniper Incident Reported"
+
+# Tables, one per kind of record.
+INDICATORS_TABLE = f"{PREFIX}-indicators"
+INCIDENTS_TABLE = f"{PREFIX}-incidents"
+BLOCKS_TABLE = f"{PREFIX}-blocks"
+APPROVALS_TABLE = f"{PREFIX}-approvals"
+
+INTAKE_QUEUE = f"{PREFIX}-intake"
+INTAKE_DLQ = f"{PREFIX}-intake-dlq"
+APPROVAL_TOPIC = f"{PREFIX}-approvals"
+WAF_IPV4_SET = f"{PREFIX}-blocked-ipv4"
+WAF_IPV6_SET = f"{PREFIX}-blocked-ipv6"
+
+# Lambda functions by role; the state machine and the stacks refer to them by these names.
+FUNCTIONS = {
+    "receive": f"{PREFIX}-receive",
+    "ingest": f"{PREFIX}-ingest",
+    "enrich": f"{PREFIX}-enrich",
+    "decide": f"{PREFIX}-decide",
+    "request_approval": f"{PREFIX}-request-approval",
+    "mitigate": f"{PREFIX}-mitigate",
+    "expire": f"{PREFIX}-expire",
+    "report": f"{PREFIX}-report",
+}
+
+EXEMPT_TAG = "cloud-sniper:exempt"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def reports_bucket(account_id: str, region: str) -> str:
+    return f"{PREFIX}-reports-{account_id}-{region}"
+
+
+def incident_id(finding_source: str, finding_id: str) -> str:
+    """One incident per finding, whatever the number of deliveries."""
+    digest = hashlib.sha256(f"{finding_source}|{finding_id}".encode()).hexdigest()
+    return f"inc-{digest[:16]}"
+
+
+def execution_name(finding_id: str, updated_at: datetime, dry_run: bool = False) -> str:
+    """Name an execution after the finding and its update, so a redelivery cannot start it twice.
+
+    Step Functions names allow 80 characters from [A-Za-z0-9-_]; a long or odd finding id is
+    shortened, and the hash keeps names of different findings apart.
+    """
+    stamp = updated_at.strftime("%Y%m%dT%H%M%S")
+    digest = hashlib.sha256(f"{finding_id}|{updated_at.isoformat()}|{dry_run}".encode())
+    readable = _UNSAFE.sub("-", finding_id).strip("-")[:40] or "finding"
+    prefix = "dry-" if dry_run else ""
+    return f"{prefix}{readable}-{stamp}-{digest.hexdigest()[:8]}"

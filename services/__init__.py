@@ -1,0 +1,1 @@
+"""The Lambda services of the pipeline."""
