@@ -242,11 +242,15 @@ class Incident(Model):
     incident_id: str
     execution_name: str | None = None
     dry_run: bool = False
-    finding: Finding
+    # None when the delivery could not be read as a finding; `event` keeps it as received.
+    finding: Finding | None = None
+    event: dict[str, Any] | None = None
     enrichment: Enrichment | None = None
     decision: Decision | None = None
     approval: Approval | None = None
     actions: list[ActionResult] = Field(default_factory=list)
     outcome: Outcome
     failure: Failure | None = None
+    received_at: datetime | None = None
+    execution_started_at: datetime | None = None
     reported_at: datetime

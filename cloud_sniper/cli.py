@@ -1,0 +1,555 @@
+"""The `cloud-sniper` command: run the pipeline locally, answer approvals, inspect what it did."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cloud_sniper.domain import naming
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A failure the user can act on; its message says what to do."""
+
+
+class EndpointSession:
+    """A boto3-session look-alike whose clients talk to one endpoint (the local server)."""
+
+    def __init__(self, clients: Callable[[str], Any], region_name: str) -> None:
+        self._clients = clients
+        self.region_name = region_name
+
+    def client(self, service_name: str, **_: Any) -> Any:
+        return self._clients(service_name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cloud-sniper` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command_function"):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.command_function(args)
+    except CliError as exc:
+        print(f"cloud-sniper: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- connections --------------------------------------------------------------------------
+
+
+@contextmanager
+def _local_pipeline(args: argparse.Namespace) -> Iterator[Callable[[str], Any]]:
+    """Clients for the local pipeline: in this process, or on the local server (started if need be)."""
+    from cloud_sniper.local import server
+    from cloud_sniper.local.runtime import client_factory
+
+    if getattr(args, "ephemeral", False):
+        yield from _ephemeral_pipeline()
+        return
+
+    status = server.read_status()
+    if status is None:
+        _say(args, "starting the local server (emulated AWS account, first start synthesizes the app)")
+        status = server.start_background()
+        _say(args, f"local server up on {status.endpoint_url}, log: {status.log_file}")
+    yield client_factory(endpoint_url=status.endpoint_url)
+
+
+def _ephemeral_pipeline() -> Iterator[Callable[[str], Any]]:
+    from cloud_sniper.local import server
+    from cloud_sniper.local.account import seed_estate
+    from cloud_sniper.local.runtime import LocalCloud
+    from cloud_sniper.synth import synthesize
+
+    assembly = synthesize(server.state_dir() / "cdk.out")
+    with LocalCloud(assembly) as cloud:
+        seed_estate(cloud.clients)
+        yield cloud.clients
+
+
+def _session(args: argparse.Namespace) -> Any:
+    """A session on a real AWS account when asked for, else on the running local server."""
+    if args.profile or args.region:
+        import boto3
+
+        return boto3.Session(profile_name=args.profile, region_name=args.region)
+
+    from cloud_sniper.local import server
+    from cloud_sniper.local.runtime import REGION, client_factory
+
+    status = server.read_status()
+    if status is None:
+        raise CliError(
+            "the local server is not running: start it with `cloud-sniper local up` "
+            "(or run `cloud-sniper demo`), or pass --profile/--region for an AWS account"
+        )
+    return EndpointSession(client_factory(endpoint_url=status.endpoint_url), REGION)
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cloud_sniper.local.account import load_estate
+    from cloud_sniper.local.demo import DEMO_FAULTS, demo_findings
+    from cloud_sniper.local.faults import set_faults
+
+    with _local_pipeline(args) as clients:
+        set_faults(clients("ssm"), DEMO_FAULTS)
+        documents = demo_findings(load_estate(clients))
+        return _process(args, clients, documents, [], dry_run=False)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cloud_sniper.domain.normalize import iter_findings
+
+    documents: list[tuple[str, dict]] = []
+    rejected: list[tuple[str, str]] = []
+    for path in args.paths:
+        try:
+            content = Path(path).read_bytes()
+        except OSError as exc:
+            rejected.append((path, f"cannot read: {exc.strerror}"))
+            continue
+        for locator, item in iter_findings(content, path):
+            if isinstance(item, Exception):
+                rejected.append((locator, str(item)))
+            else:
+                documents.append((locator, item))
+
+    with _local_pipeline(args) as clients:
+        return _process(args, clients, documents, rejected, dry_run=args.dry_run)
+
+
+def _process(
+    args: argparse.Namespace,
+    clients: Callable[[str], Any],
+    documents: list[tuple[str, dict]],
+    rejected: list[tuple[str, str]],
+    dry_run: bool,
+) -> int:
+    from cloud_sniper.local import pipeline
+
+    started = time.monotonic()
+    submissions, rejections = pipeline.submit(clients, documents, dry_run=dry_run)
+    rejected += [(rejection.locator, rejection.error) for rejection in rejections]
+    _say(args, f"sent {len(submissions)} finding(s) through the pipeline")
+    results = pipeline.wait(clients, submissions)
+
+    answer = getattr(args, "approve", None)
+    if answer in ("all", "none"):
+        waiting = [result for result in results if result.approval_id]
+        _answer_all(clients, waiting, approve=answer == "all")
+        if waiting:
+            again = pipeline.wait(clients, [result.submission for result in waiting])
+            by_name = {result.submission.execution_name: result for result in again}
+            results = [by_name.get(r.submission.execution_name, r) for r in results]
+
+    out_dir = Path(args.out)
+    for result in results:
+        pipeline.download_reports(clients, result, out_dir)
+    seconds = time.monotonic() - started
+
+    if args.json:
+        print(json.dumps(_json_document(results, rejected), indent=2))
+    else:
+        _print_results(results, rejected, out_dir, seconds, ephemeral=args.ephemeral)
+    return EXIT_REJECTED if rejected else EXIT_OK
+
+
+def _answer_all(clients: Callable[[str], Any], waiting: list[Any], approve: bool) -> None:
+    from cloud_sniper.approvals import answer
+    from cloud_sniper.local.runtime import REGION
+
+    session = EndpointSession(clients, REGION)
+    verdict = "approved" if approve else "denied"
+    for result in waiting:
+        answer(
+            session,
+            result.approval_id,
+            approve=approve,
+            reason=f"{verdict} by `cloud-sniper demo --approve`",
+            approver=_approver(session),
+        )
+
+
+def _approver(session: Any) -> str:
+    try:
+        return session.client("sts").get_caller_identity()["Arn"]
+    except Exception:  # no identity to be had: name the local user
+        return f"local:{getpass.getuser()}"
+
+
+def _approvals_list(args: argparse.Namespace) -> int:
+    from cloud_sniper.approvals import list_approvals
+
+    approvals = list_approvals(_session(args), status=None if args.all else "pending")
+    if args.json:
+        print(json.dumps([_jsonable(item) for item in approvals], indent=2, default=str))
+        return EXIT_OK
+    rows = [
+        (
+            _get(item, "approval_id"),
+            _get(item, "status"),
+            _get(item, "finding", "type") or _get(item, "finding_type"),
+            ", ".join(_action_text(action) for action in _get(item, "actions") or []),
+            _get(item, "expires_at"),
+        )
+        for item in approvals
+    ]
+    _table(("approval", "status", "finding type", "planned actions", "expires"), rows)
+    if not rows:
+        print("no approvals waiting" if not args.all else "no approvals")
+    return EXIT_OK
+
+
+def _approvals_answer(args: argparse.Namespace, approve: bool) -> int:
+    from cloud_sniper.approvals import ApprovalError, answer
+
+    session = _session(args)
+    try:
+        approval = answer(
+            session, args.approval_id, approve=approve, reason=args.reason, approver=_approver(session)
+        )
+    except ApprovalError as exc:
+        raise CliError(str(exc)) from exc
+    verdict = "approved" if approve else "denied"
+    print(f"{args.approval_id} {verdict}; the execution resumes")
+    if args.json:
+        print(json.dumps(_jsonable(approval), indent=2, default=str))
+    return EXIT_OK
+
+
+def _executions_list(args: argparse.Namespace) -> int:
+    from cloud_sniper.local.pipeline import state_machine_arn
+
+    session = _session(args)
+    clients = session.client
+    sfn = clients("stepfunctions")
+    executions = sfn.list_executions(stateMachineArn=state_machine_arn(clients))["executions"]
+    rows = [
+        (item["name"], item["status"], _time(item.get("startDate")), _time(item.get("stopDate")))
+        for item in executions
+    ]
+    _table(("execution", "status", "started", "stopped"), rows)
+    return EXIT_OK
+
+
+def _executions_show(args: argparse.Namespace) -> int:
+    from cloud_sniper.local.pipeline import execution_arn
+
+    session = _session(args)
+    sfn = session.client("stepfunctions")
+    arn = execution_arn(session.client, args.name)
+    try:
+        execution = sfn.describe_execution(executionArn=arn)
+    except sfn.exceptions.ExecutionDoesNotExist as exc:
+        raise CliError(f"no execution named {args.name}") from exc
+    history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    print(f"{args.name}: {execution['status']} (started {_time(execution['startDate'])})")
+    for row in execution_path(history):
+        print("  " + row)
+    return EXIT_OK
+
+
+def execution_path(history: list[dict[str, Any]]) -> list[str]:
+    """The states an execution went through, with timings and failures, as the console shows."""
+    started = history[0]["timestamp"] if history else None
+    entered: dict[str, Any] = {}
+    rows = []
+    for event in history:
+        kind = event["type"]
+        if kind.endswith("StateEntered"):
+            entered[event["stateEnteredEventDetails"]["name"]] = event["timestamp"]
+        elif kind.endswith("StateExited"):
+            name = event["stateExitedEventDetails"]["name"]
+            begin = entered.get(name, event["timestamp"])
+            offset = (begin - started).total_seconds() if started else 0.0
+            took = (event["timestamp"] - begin).total_seconds()
+            rows.append(f"+{offset:7.2f}s  {name:<18} {took:6.2f}s")
+        elif kind.endswith("Failed") or kind.endswith("TimedOut"):
+            details = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
+            rows.append(f"          {kind}: {details.get('error', '')} {details.get('cause', '')[:160]}")
+    return rows
+
+
+def _blocks_list(args: argparse.Namespace) -> int:
+    session = _session(args)
+    dynamodb = session.client("dynamodb")
+    items = []
+    for page in dynamodb.get_paginator("scan").paginate(TableName=naming.BLOCKS_TABLE):
+        items += [{key: next(iter(value.values())) for key, value in item.items()} for item in page["Items"]]
+    if not args.all:
+        items = [item for item in items if item.get("status") == "active"]
+    items.sort(key=lambda item: item.get("created_at", ""))
+    if args.json:
+        print(json.dumps(items, indent=2, default=str))
+        return EXIT_OK
+    rows = [
+        (item.get("kind"), item.get("target"), item.get("nacl_id") or item.get("block_id", "").split("#")[1],
+         item.get("rule_number", ""), item.get("status"), item.get("expires_at"), item.get("incident_id"))
+        for item in items
+    ]
+    _table(("kind", "address", "where", "rule", "status", "expires", "incident"), rows)
+    if not rows:
+        print("no blocks in force" if not args.all else "no blocks recorded")
+    return EXIT_OK
+
+
+def _blocks_expire(args: argparse.Namespace) -> int:
+    session = _session(args)
+    response = session.client("lambda").invoke(FunctionName=naming.FUNCTIONS["expire"], Payload=b"{}")
+    payload = json.loads(response["Payload"].read() or b"{}")
+    if response.get("FunctionError"):
+        raise CliError(f"the expiry run failed: {payload.get('errorMessage', payload)}")
+    print(json.dumps(payload, indent=2, default=str))
+    return EXIT_OK
+
+
+def _local_up(args: argparse.Namespace) -> int:
+    from cloud_sniper.local import server
+
+    status = server.read_status()
+    if status is not None:
+        print(f"already running on {status.endpoint_url} (pid {status.pid}), log: {status.log_file}")
+        return EXIT_OK
+    print("starting the local server: synthesizing and deploying the app into an emulated account")
+    status = server.start_background()
+    print(f"running on {status.endpoint_url} (pid {status.pid}), log: {status.log_file}")
+    return EXIT_OK
+
+
+def _local_down(args: argparse.Namespace) -> int:
+    from cloud_sniper.local import server
+
+    status = server.stop_background()
+    if status is None:
+        print("the local server is not running")
+        return EXIT_OK
+    print(
+        f"stopped the local server (pid {status.pid}). Its emulated account is gone: executions, "
+        "approvals, blocks and incidents lived only in it; reports already written under ./out stay."
+    )
+    return EXIT_OK
+
+
+def _local_status(args: argparse.Namespace) -> int:
+    from cloud_sniper.local import server
+
+    status = server.read_status()
+    if status is None:
+        print("the local server is not running")
+        return EXIT_REJECTED
+    age = time.time() - status.started_at
+    print(f"running on {status.endpoint_url} (pid {status.pid}) for {age:.0f} s, log: {status.log_file}")
+    return EXIT_OK
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def _json_document(results: list[Any], rejected: list[tuple[str, str]]) -> dict[str, Any]:
+    findings = []
+    for result in results:
+        finding = result.submission.finding
+        decision = result.decision or {}
+        incident = (result.incident or {}).get("incident", {})
+        actions = incident.get("actions") or [
+            {"kind": action["kind"], "target": action["target"], "status": "awaiting_approval"}
+            for action in decision.get("actions", [])
+        ]
+        findings.append(
+            {
+                "finding_id": finding.id,
+                "type": finding.type,
+                "severity": finding.severity,
+                "source": result.submission.locator,
+                "decision": {"mode": decision.get("mode"), "reason": decision.get("reason")},
+                "actions": [
+                    {"kind": a["kind"], "target": a["target"], "status": a["status"]} for a in actions
+                ],
+                "outcome": incident.get("outcome"),
+                "execution": {"name": result.submission.execution_name, "status": result.status},
+                "approval_id": result.approval_id,
+                "reports": [str(path) for path in result.report_files],
+            }
+        )
+    return {
+        "findings": findings,
+        "rejected": [{"source": source, "error": error} for source, error in rejected],
+    }
+
+
+def _print_results(
+    results: list[Any], rejected: list[tuple[str, str]], out_dir: Path, seconds: float, ephemeral: bool
+) -> None:
+    document = _json_document(results, rejected)
+    rows = []
+    for item in document["findings"]:
+        actions = ", ".join(f"{a['kind']} {a['target']}: {a['status']}" for a in item["actions"])
+        outcome = item["outcome"] or item["execution"]["status"].lower()
+        rows.append(
+            (
+                item["finding_id"][:12],
+                item["type"],
+                f"{item['severity']:.1f}",
+                item["decision"]["mode"] or "-",
+                actions or "-",
+                outcome,
+            )
+        )
+    _table(("finding", "type", "severity", "decision", "actions", "outcome"), rows)
+    print(f"\n{len(results)} finding(s) in {seconds:.1f} s; reports under {out_dir.resolve()}/")
+    for source, error in rejected:
+        print(f"rejected {source}: {error}")
+    waiting = [result for result in results if result.approval_id]
+    if waiting:
+        print("\nwaiting for approval:")
+        for result in waiting:
+            print(f"  cloud-sniper approvals approve {result.approval_id} --reason '...'")
+            print(f"  cloud-sniper approvals deny    {result.approval_id} --reason '...'")
+        if ephemeral:
+            print("  (--ephemeral: these end with this process; use the local server to answer later)")
+    print("blocks in force: cloud-sniper blocks list; each execution: cloud-sniper executions show NAME")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    text_rows = [[str(cell) if cell is not None else "-" for cell in row] for row in rows]
+    widths = [len(header) for header in headers]
+    for row in text_rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    print("  ".join(header.ljust(width) for header, width in zip(headers, widths, strict=True)))
+    print("  ".join("-" * width for width in widths))
+    for row in text_rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    """Progress for people: on stderr, so that --json keeps stdout to one document."""
+    print(message, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
+
+
+def _get(item: Any, *path: str) -> Any:
+    value = item if isinstance(item, dict) else getattr(item, "__dict__", {})
+    for key in path:
+        if hasattr(value, "model_dump"):
+            value = value.model_dump(mode="json")
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _action_text(action: Any) -> str:
+    return f"{_get(action, 'kind')} {_get(action, 'target')}"
+
+
+def _jsonable(item: Any) -> Any:
+    return item.model_dump(mode="json") if hasattr(item, "model_dump") else item
+
+
+def _time(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+# --- arguments ----------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloud-sniper",
+        description="Security operations for AWS: findings enriched, decided, mitigated, reported.",
+    )
+    commands = parser.add_subparsers(title="commands")
+
+    def pipeline_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--json", action="store_true", help="print one JSON document")
+        command.add_argument("--out", default="out", help="folder for the reports (default ./out)")
+        command.add_argument(
+            "--ephemeral", action="store_true", help="run everything in this process and end with it"
+        )
+        command.add_argument(
+            "--approve",
+            choices=("all", "none"),
+            help="answer every approval the run asks for (default: leave them waiting)",
+        )
+
+    demo = commands.add_parser("demo", help="run the bundled findings through the local pipeline")
+    pipeline_options(demo)
+    demo.set_defaults(command_function=_demo)
+
+    run = commands.add_parser("run", help="send your GuardDuty findings through the local pipeline")
+    run.add_argument("paths", nargs="+", metavar="PATH", help=".json, .jsonl or .jsonl.gz files")
+    run.add_argument("--dry-run", action="store_true", help="plan and record, change nothing")
+    pipeline_options(run)
+    run.set_defaults(command_function=_run)
+
+    def account_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--profile", help="AWS profile of a deployed stack (default: local)")
+        command.add_argument("--region", help="AWS region of a deployed stack")
+        command.add_argument("--json", action="store_true", help="print JSON")
+
+    approvals = commands.add_parser("approvals", help="list and answer approvals")
+    approval_commands = approvals.add_subparsers(title="approvals commands", required=True)
+    listing = approval_commands.add_parser("list", help="approvals waiting for an answer")
+    listing.add_argument("--all", action="store_true", help="answered ones too")
+    account_options(listing)
+    listing.set_defaults(command_function=_approvals_list)
+    for verb, approve in (("approve", True), ("deny", False)):
+        command = approval_commands.add_parser(verb, help=f"{verb} a waiting action")
+        command.add_argument("approval_id", metavar="ID")
+        command.add_argument("--reason", required=True, help="why, for the incident record")
+        account_options(command)
+        command.set_defaults(
+            command_function=lambda args, approve=approve: _approvals_answer(args, approve)
+        )
+
+    executions = commands.add_parser("executions", help="the state machine's executions")
+    execution_commands = executions.add_subparsers(title="executions commands", required=True)
+    listing = execution_commands.add_parser("list", help="every execution and its status")
+    account_options(listing)
+    listing.set_defaults(command_function=_executions_list)
+    show = execution_commands.add_parser("show", help="the path of one execution through the states")
+    show.add_argument("name", metavar="NAME")
+    account_options(show)
+    show.set_defaults(command_function=_executions_show)
+
+    blocks = commands.add_parser("blocks", help="addresses blocked and until when")
+    block_commands = blocks.add_subparsers(title="blocks commands", required=True)
+    listing = block_commands.add_parser("list", help="blocks in force")
+    listing.add_argument("--all", action="store_true", help="expired and removed ones too")
+    account_options(listing)
+    listing.set_defaults(command_function=_blocks_list)
+    expire = block_commands.add_parser("expire", help="run the expiry now")
+    account_options(expire)
+    expire.set_defaults(command_function=_blocks_expire)
+
+    local = commands.add_parser("local", help="the local server: an emulated account on loopback")
+    local_commands = local.add_subparsers(title="local commands", required=True)
+    for name, function, text in (
+        ("up", _local_up, "start it in the background"),
+        ("down", _local_down, "stop it (its state is gone)"),
+        ("status", _local_status, "say whether it runs, where and its log"),
+    ):
+        local_commands.add_parser(name, help=text).set_defaults(command_function=function)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Bundled demo findings about the seeded estate."""

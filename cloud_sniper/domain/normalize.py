@@ -1,0 +1,646 @@
+"""Read GuardDuty findings from every shape they are delivered in and normalize them to Finding."""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import json
+import math
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from cloud_sniper.domain import naming
+from cloud_sniper.domain.errors import InvalidFindingError
+from cloud_sniper.domain.models import (
+    Direction,
+    Finding,
+    Indicator,
+    IndicatorKind,
+    IndicatorRole,
+    Resource,
+    severity_label,
+)
+
+GUARDDUTY_SOURCE = "aws.guardduty"
+
+# The GetFindings API names members in PascalCase; the finding's own JSON (EventBridge, S3 export)
+# uses the model's wire names. Most are the PascalCase name with a lower first letter; these are
+# the exceptions in the GuardDuty API model (botocore guardduty service-2.json, locationName).
+_IRREGULAR_KEYS = {
+    "SourceIps": "sourceIPs",
+    "Latitude": "lat",
+    "Longitude": "lon",
+    "Code": "productCodeId",
+    "ProductType": "productCodeType",
+    "KubernetesResourcesTypes": "type",
+    "TaskCreatedAt": "createdAt",
+}
+
+# Members whose value is a map: its keys are data (a profile or an API name), not member names.
+# The number is how many nested map levels hold data keys before member names start again.
+_DATA_MAPS = {"affectedResources": 1, "profiles": 2, "behavior": 2}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_TIMESTAMP = TypeAdapter(datetime)
+
+# Where each Finding field comes from, to name the field of the input in an error.
+_FIELD_PATHS = {
+    "id": "finding.id",
+    "type": "finding.type",
+    "title": "finding.title",
+    "description": "finding.description",
+    "severity": "finding.severity",
+    "account_id": "finding.accountId",
+    "region": "finding.region",
+    "partition": "finding.partition",
+    "created_at": "finding.createdAt",
+    "updated_at": "finding.updatedAt",
+    "first_seen": "finding.service.eventFirstSeen",
+    "last_seen": "finding.service.eventLastSeen",
+    "count": "finding.service.count",
+    "resource": "finding.resource",
+    "indicators": "finding.service.action",
+    "sample": "finding.service.additionalInfo.sample",
+    "archived": "finding.service.archived",
+}
+
+
+def camel_keys(value: Any) -> Any:
+    """Rename the members of a GuardDuty finding from the API's PascalCase to its wire camelCase.
+
+    Only member names change: values (tag keys and values, addresses, names) are data and are
+    kept as they are. A document already in camelCase comes back equal.
+    """
+    return _camel(value, 0)
+
+
+def peel_replay(document: Any) -> tuple[dict, bool]:
+    """Take the delivery out of a "Cloud Sniper Replay" event, with its dry-run flag.
+
+    Any other document is returned as it is, with dry_run False.
+    """
+    document = _object(document, "finding")
+    if document.get("detail-type") != naming.REPLAY_DETAIL_TYPE:
+        return document, False
+
+    detail = _object(document.get("detail"), "event.detail")
+    delivery = _object(detail.get("finding"), "event.detail.finding")
+    dry_run = detail.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise InvalidFindingError(f"event.detail.dry_run: not a boolean ({_json_type(dry_run)})")
+    return delivery, dry_run
+
+
+def unwrap(document: Any) -> tuple[dict, bool]:
+    """Find the finding in one delivery (replay, EventBridge event or bare finding) and dry_run."""
+    delivery, dry_run = peel_replay(document)
+    return _finding_document(delivery), dry_run
+
+
+def finding_source(document: Any) -> str:
+    """Tell who produced a finding: GuardDuty ("aws.guardduty") or a project detector.
+
+    A project detector publishes on the project bus with the project's source, or names the
+    project as the finding's service; everything else is GuardDuty's.
+    """
+    delivery, _ = peel_replay(document)
+    return _source(delivery, camel_keys(_finding_document(delivery)))
+
+
+def normalize(document: Any) -> Finding:
+    """Normalize one delivery of a finding (any shape unwrap reads) into a Finding.
+
+    Raises InvalidFindingError naming the field of the input that is missing or invalid.
+    """
+    delivery, _ = peel_replay(document)
+    finding = camel_keys(_finding_document(delivery))
+    service = _dict(finding.get("service"))
+    additional_info = _additional_info(service)
+
+    severity = _severity(finding.get("severity"))
+    updated_at = _timestamp(_required(finding, "updatedAt"), "finding.updatedAt")
+    created = finding.get("createdAt")
+    fields = {
+        "id": _required(finding, "id"),
+        "type": _required(finding, "type"),
+        "source": _source(delivery, finding),
+        "title": finding.get("title") or "",
+        "description": finding.get("description") or "",
+        "severity": severity,
+        "severity_label": severity_label(severity),
+        "account_id": _account_id(_required(finding, "accountId")),
+        "region": _region(_required(finding, "region")),
+        "partition": finding.get("partition") or "aws",
+        "created_at": _timestamp(created, "finding.createdAt") if created else updated_at,
+        "updated_at": updated_at,
+        "first_seen": _optional_timestamp(service, "eventFirstSeen"),
+        "last_seen": _optional_timestamp(service, "eventLastSeen"),
+        "count": 1 if service.get("count") is None else service["count"],
+        "resource": _resource(finding.get("resource")),
+        "indicators": _indicators(finding, service, additional_info),
+        "sample": _is_true(additional_info.get("sample")),
+        "archived": _is_true(service.get("archived")),
+    }
+    try:
+        return Finding(**fields)
+    except ValidationError as exc:
+        raise _invalid_from(exc) from exc
+
+
+def iter_findings(
+    raw: bytes | str, source_name: str
+) -> Iterator[tuple[str, dict | InvalidFindingError]]:
+    """Read the finding deliveries in a file's content, one record at a time.
+
+    Reads a JSON document (an event, a bare finding, a GetFindings response or a list of those)
+    or JSON lines, gzipped or not. Yields (locator, document) per record, where the locator is
+    "<source_name>#<n>" with n counting records from 1, or (locator, error) for a record that
+    cannot be read, so that one bad record never stops the others.
+    """
+    try:
+        text = _text(raw)
+    except InvalidFindingError as exc:
+        yield f"{source_name}#1", exc
+        return
+
+    for number, record in enumerate(_records(text), start=1):
+        locator = f"{source_name}#{number}"
+        if isinstance(record, InvalidFindingError | dict):
+            yield locator, record
+        else:
+            yield locator, InvalidFindingError(f"record: not a JSON object ({_json_type(record)})")
+
+
+def _source(delivery: dict, finding: dict) -> str:
+    service_name = _dict(finding.get("service")).get("serviceName")
+    if delivery.get("source") == naming.EVENT_SOURCE or service_name == naming.EVENT_SOURCE:
+        return naming.EVENT_SOURCE
+    return GUARDDUTY_SOURCE
+
+
+# --- key conversion -------------------------------------------------------------------------
+
+
+def _camel(value: Any, data_levels: int) -> Any:
+    if isinstance(value, list):
+        return [_camel(item, data_levels) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if data_levels:
+        return {key: _camel(item, data_levels - 1) for key, item in value.items()}
+
+    converted = {}
+    for key, item in value.items():
+        name = _camel_key(key)
+        converted[name] = _camel(item, _DATA_MAPS.get(name, 0))
+    return converted
+
+
+def _camel_key(key: Any) -> Any:
+    if not isinstance(key, str) or not key[:1].isupper():
+        return key
+    return _IRREGULAR_KEYS.get(key) or key[0].lower() + key[1:]
+
+
+# --- delivery shapes ------------------------------------------------------------------------
+
+
+def _finding_document(delivery: dict) -> dict:
+    if "detail-type" not in delivery:
+        if _findings_list(delivery) is not None:
+            raise InvalidFindingError(
+                "finding: a GetFindings response holds several findings; read it with iter_findings"
+            )
+        return delivery
+
+    detail_type = delivery.get("detail-type")
+    if detail_type == naming.FINDING_DETAIL_TYPE:
+        return _object(delivery.get("detail"), "event.detail")
+    if detail_type == naming.REPLAY_DETAIL_TYPE:
+        raise InvalidFindingError("event.detail-type: a replay cannot replay another replay")
+    shown = str(detail_type)[:80]
+    raise InvalidFindingError(f"event.detail-type: unsupported {shown!r}")
+
+
+def _findings_list(document: dict) -> Any | None:
+    """The findings of a GetFindings response (boto3's "Findings" or the wire's "findings")."""
+    if "id" in document or "Id" in document or "detail-type" in document:
+        return None
+    for key in ("Findings", "findings"):
+        if key in document:
+            return document[key]
+    return None
+
+
+def _text(raw: bytes | str) -> str:
+    if isinstance(raw, str):
+        return raw
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InvalidFindingError(f"file: not readable gzip ({exc})") from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidFindingError(f"file: not UTF-8 text ({exc.reason})") from exc
+
+
+def _records(text: str) -> Iterator[Any]:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as whole_error:
+        yield from _json_lines(text, whole_error)
+        return
+    yield from _expand(document)
+
+
+def _json_lines(text: str, whole_error: json.JSONDecodeError) -> Iterator[Any]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        yield InvalidFindingError("file: empty")
+        return
+    try:
+        first = json.loads(lines[0])
+    except json.JSONDecodeError:
+        # Not even the first line is JSON: the file is one broken document, not JSON lines.
+        yield InvalidFindingError(f"file: not JSON ({_describe(whole_error)})")
+        return
+
+    yield from _expand(first)
+    for line in lines[1:]:
+        try:
+            document = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield InvalidFindingError(f"record: not JSON ({_describe(exc)})")
+            continue
+        yield from _expand(document)
+
+
+def _expand(document: Any) -> Iterable[Any]:
+    if isinstance(document, list):
+        for item in document:
+            yield from _expand_response(item)
+    else:
+        yield from _expand_response(document)
+
+
+def _expand_response(document: Any) -> Iterable[Any]:
+    findings = _findings_list(document) if isinstance(document, dict) else None
+    if findings is None:
+        yield document
+    elif isinstance(findings, list):
+        yield from findings
+    else:
+        yield InvalidFindingError(f"Findings: not a JSON array ({_json_type(findings)})")
+
+
+def _describe(error: json.JSONDecodeError) -> str:
+    return f"{error.msg} at line {error.lineno} column {error.colno}"
+
+
+# --- fields -----------------------------------------------------------------------------------
+
+
+def _required(finding: dict, name: str) -> Any:
+    value = finding.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InvalidFindingError(f"finding.{name}: missing")
+    return value
+
+
+def _severity(value: Any) -> float:
+    if value is None or value == "":
+        raise InvalidFindingError("finding.severity: missing")
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidFindingError(f"finding.severity: not a number ({_json_type(value)})")
+    try:
+        score = float(value)
+    except ValueError as exc:
+        raise InvalidFindingError(f"finding.severity: not a number ({str(value)[:40]!r})") from exc
+    if math.isnan(score) or not 0 <= score <= 10:
+        raise InvalidFindingError(f"finding.severity: {score} is outside 0-10")
+    return score
+
+
+def _account_id(value: Any) -> str:
+    if not isinstance(value, str) or not _ACCOUNT_ID.match(value):
+        raise InvalidFindingError(f"finding.accountId: not a 12-digit account id ({value!r:.40})")
+    return value
+
+
+def _region(value: Any) -> str:
+    if not isinstance(value, str) or not _REGION.match(value):
+        raise InvalidFindingError(f"finding.region: not an AWS region ({value!r:.40})")
+    return value
+
+
+def _timestamp(value: Any, path: str) -> datetime:
+    try:
+        stamp = _TIMESTAMP.validate_python(value)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"]
+        raise InvalidFindingError(f"{path}: {reason} ({value!r:.40})") from exc
+    # GuardDuty writes UTC; a timestamp without a zone is read as UTC so every one compares.
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def _optional_timestamp(service: dict, name: str) -> datetime | None:
+    value = service.get(name)
+    return _timestamp(value, f"finding.service.{name}") if value else None
+
+
+def _additional_info(service: dict) -> dict:
+    """service.additionalInfo, whether inline or, as GuardDuty now writes it, a JSON "value"."""
+    info = _dict(service.get("additionalInfo"))
+    value = info.get("value")
+    if not isinstance(value, str):
+        return info
+    try:
+        decoded = json.loads(value)
+    except json.JSONDecodeError:
+        return info
+    return {**info, **decoded} if isinstance(decoded, dict) else info
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _invalid_from(error: ValidationError) -> InvalidFindingError:
+    first = error.errors()[0]
+    field, *rest = [str(part) for part in first["loc"]] or ["finding"]
+    path = ".".join([_FIELD_PATHS.get(field, f"finding.{field}"), *rest])
+    return InvalidFindingError(f"{path}: {first['msg']}")
+
+
+# --- resource ---------------------------------------------------------------------------------
+
+
+def _resource(value: Any) -> Resource:
+    resource = _object(value, "finding.resource")
+    kind = resource.get("resourceType")
+    if not isinstance(kind, str) or not kind.strip():
+        raise InvalidFindingError("finding.resource.resourceType: missing")
+
+    instance = _dict(resource.get("instanceDetails"))
+    interfaces = [_dict(item) for item in _list(instance.get("networkInterfaces"))]
+    access_key = _dict(resource.get("accessKeyDetails"))
+    buckets = [_dict(item) for item in _list(resource.get("s3BucketDetails"))]
+    eks = _dict(resource.get("eksClusterDetails"))
+    ecs = _dict(resource.get("ecsClusterDetails"))
+    function = _dict(resource.get("lambdaDetails"))
+    vpc_config = _dict(function.get("vpcConfig"))
+    database = _dict(resource.get("rdsDbInstanceDetails"))
+    kubernetes_user = _dict(_dict(resource.get("kubernetesDetails")).get("kubernetesUserDetails"))
+
+    private_ips = [_str(item.get("privateIpAddress")) for item in interfaces]
+    for item in interfaces:
+        private_ips += [
+            _str(_dict(extra).get("privateIpAddress"))
+            for extra in _list(item.get("privateIpAddresses"))
+        ]
+    # IPv6 addresses of an instance are globally routable: they are public addresses of the estate.
+    public_ips = [_str(item.get("publicIp")) for item in interfaces]
+    for item in interfaces:
+        public_ips += [_str(address) for address in _list(item.get("ipv6Addresses"))]
+
+    tag_sources = [instance, eks, ecs, function, database, *buckets]
+    return Resource(
+        kind=kind,
+        instance_id=_str(instance.get("instanceId")),
+        vpc_id=_first(
+            *[_str(item.get("vpcId")) for item in interfaces],
+            _str(eks.get("vpcId")),
+            _str(vpc_config.get("vpcId")),
+        ),
+        subnet_ids=_unique(
+            [_str(item.get("subnetId")) for item in interfaces]
+            + [_str(subnet) for subnet in _list(vpc_config.get("subnetIds"))]
+        ),
+        public_ips=_unique(public_ips),
+        private_ips=_unique(private_ips),
+        access_key_id=_str(access_key.get("accessKeyId")),
+        principal=_first(
+            _str(access_key.get("userName")),
+            _str(access_key.get("principalId")),
+            _str(kubernetes_user.get("username")),
+        ),
+        bucket_names=_unique([_str(bucket.get("name")) for bucket in buckets]),
+        cluster=_first(_str(eks.get("name")), _str(ecs.get("name"))),
+        function_name=_str(function.get("functionName")),
+        db_instance_id=_str(database.get("dbInstanceIdentifier")),
+        tags=_tags(tag_sources),
+    )
+
+
+def _tags(sources: list[dict]) -> dict[str, str]:
+    """Tags of the resource's parts as one mapping; the first part naming a key wins."""
+    tags: dict[str, str] = {}
+    for source in sources:
+        for tag in _list(source.get("tags")):
+            tag = _dict(tag)
+            key, value = tag.get("key"), tag.get("value")
+            if isinstance(key, str) and key and key not in tags:
+                tags[key] = value if isinstance(value, str) else ""
+    return tags
+
+
+# --- indicators -------------------------------------------------------------------------------
+
+
+def _indicators(finding: dict, service: dict, additional_info: dict) -> list[Indicator]:
+    action = _dict(service.get("action"))
+    resource = _dict(finding.get("resource"))
+    threat_lists = _threat_lists(service, additional_info)
+
+    found: list[Indicator] = []
+    found += _network_connection(_dict(action.get("networkConnectionAction")))
+    found += _port_probe(_dict(action.get("portProbeAction")))
+    found += _dns_request(_dict(action.get("dnsRequestAction")))
+    found += _api_call(_dict(action.get("awsApiCallAction")), resource)
+    found += _kubernetes_api_call(_dict(action.get("kubernetesApiCallAction")))
+    found += _attackers(_dict(_dict(action.get("rdsLoginAttemptAction")).get("remoteIpDetails")))
+
+    unique: dict[tuple[IndicatorKind, str, IndicatorRole], Indicator] = {}
+    for indicator in found:
+        if indicator.is_address or indicator.kind is IndicatorKind.DOMAIN:
+            # The threat lists name the remote party, never the key or principal it used.
+            indicator.threat_lists = list(threat_lists)
+        unique.setdefault((indicator.kind, indicator.value, indicator.role), indicator)
+    return list(unique.values())
+
+
+def _network_connection(action: dict) -> list[Indicator]:
+    if not action:
+        return []
+    direction = str(action.get("connectionDirection") or "").upper()
+    role, flow = {
+        "INBOUND": (IndicatorRole.ATTACKER, Direction.INBOUND),
+        "OUTBOUND": (IndicatorRole.TARGET, Direction.OUTBOUND),
+    }.get(direction, (IndicatorRole.OBSERVED, Direction.UNKNOWN))
+    return [
+        Indicator(
+            kind=kind,
+            value=value,
+            role=role,
+            direction=flow,
+            local_port=_port(action.get("localPortDetails")),
+            remote_port=_port(action.get("remotePortDetails")),
+            protocol=_str(action.get("protocol")),
+        )
+        for kind, value in _addresses(_dict(action.get("remoteIpDetails")))
+    ]
+
+
+def _port_probe(action: dict) -> list[Indicator]:
+    found = []
+    for probe in _list(action.get("portProbeDetails")):
+        probe = _dict(probe)
+        found += [
+            Indicator(
+                kind=kind,
+                value=value,
+                role=IndicatorRole.ATTACKER,
+                direction=Direction.INBOUND,
+                local_port=_port(probe.get("localPortDetails")),
+            )
+            for kind, value in _addresses(_dict(probe.get("remoteIpDetails")))
+        ]
+    return found
+
+
+def _dns_request(action: dict) -> list[Indicator]:
+    found = []
+    domain = _str(action.get("domain"))
+    if domain:
+        found.append(
+            Indicator(
+                kind=IndicatorKind.DOMAIN,
+                value=domain.rstrip(".").lower(),
+                direction=Direction.OUTBOUND,
+                protocol=_str(action.get("protocol")),
+            )
+        )
+    # The address a name resolved to says nothing of who acted: it is observed, not an attacker.
+    found += [
+        Indicator(kind=kind, value=value, direction=Direction.OUTBOUND)
+        for kind, value in _addresses(_dict(action.get("remoteIpDetails")))
+    ]
+    return found
+
+
+def _api_call(action: dict, resource: dict) -> list[Indicator]:
+    if not action:
+        return []
+    found = _attackers(_dict(action.get("remoteIpDetails")))
+    access_key = _dict(resource.get("accessKeyDetails"))
+    key_id = _str(access_key.get("accessKeyId"))
+    if key_id:
+        found.append(Indicator(kind=IndicatorKind.ACCESS_KEY, value=key_id))
+    principal = _first(_str(access_key.get("userName")), _str(access_key.get("principalId")))
+    if principal:
+        found.append(Indicator(kind=IndicatorKind.PRINCIPAL, value=principal))
+    return found
+
+
+def _kubernetes_api_call(action: dict) -> list[Indicator]:
+    addresses = [_address(source_ip) for source_ip in _list(action.get("sourceIPs"))]
+    attackers = [
+        Indicator(kind=kind, value=value, role=IndicatorRole.ATTACKER, direction=Direction.INBOUND)
+        for kind, value in filter(None, addresses)
+    ]
+    return attackers + _attackers(_dict(action.get("remoteIpDetails")))
+
+
+def _attackers(remote_ip_details: dict) -> list[Indicator]:
+    return [
+        Indicator(kind=kind, value=value, role=IndicatorRole.ATTACKER, direction=Direction.INBOUND)
+        for kind, value in _addresses(remote_ip_details)
+    ]
+
+
+def _addresses(details: dict) -> list[tuple[IndicatorKind, str]]:
+    """The parseable addresses of remoteIpDetails, in canonical form.
+
+    An address that does not parse cannot be blocked or looked up, so it makes no indicator;
+    the finding's raw document keeps it for the report.
+    """
+    found = [_address(details.get(field)) for field in ("ipAddressV4", "ipAddressV6")]
+    return list(dict.fromkeys(address for address in found if address))
+
+
+def _address(raw: Any) -> tuple[IndicatorKind, str] | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        address = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        return None
+    kind = IndicatorKind.IPV4 if address.version == 4 else IndicatorKind.IPV6
+    return kind, str(address)
+
+
+def _port(details: Any) -> int | None:
+    port = _dict(details).get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        return None
+    return port
+
+
+def _threat_lists(service: dict, additional_info: dict) -> list[str]:
+    names = [_str(additional_info.get("threatListName"))]
+    evidence = _dict(service.get("evidence"))
+    for detail in _list(evidence.get("threatIntelligenceDetails")):
+        names.append(_str(_dict(detail).get("threatListName")))
+    return _unique(names)
+
+
+# --- small readers ----------------------------------------------------------------------------
+
+
+def _object(value: Any, path: str) -> dict:
+    if isinstance(value, dict):
+        return value
+    if value is None:
+        raise InvalidFindingError(f"{path}: missing")
+    raise InvalidFindingError(f"{path}: not a JSON object ({_json_type(value)})")
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return value.strip() or None
+
+
+def _first(*values: str | None) -> str | None:
+    return next((value for value in values if value), None)
+
+
+def _unique(values: Iterable[str | None]) -> list[str]:
+    return list(dict.fromkeys(value for value in values if value))
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {dict: "object", list: "array", str: "string"}.get(type(value), type(value).__name__)

@@ -1,0 +1,405 @@
+"""The response policy: ordered rules that turn a finding into a decision, and how to read one."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from cloud_sniper.domain import safety
+from cloud_sniper.domain.models import (
+    ActionKind,
+    Decision,
+    Direction,
+    Enrichment,
+    Finding,
+    Indicator,
+    Mode,
+    Model,
+    PlannedAction,
+    Refusal,
+)
+
+NO_RULE_REASON = "no policy rule matched"
+
+MINUTE = 60
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+_UNITS = {"d": DAY, "h": HOUR, "m": MINUTE, "s": 1}
+_DURATION = re.compile(r"(?:\d+[dhms])+")
+_DURATION_PART = re.compile(r"(\d+)([dhms])")
+
+
+class PolicyError(ValueError):
+    """A policy file cannot be read; the message names the file and the field."""
+
+
+def parse_duration(value: Any) -> Any:
+    """Read a duration, "90s", "15m", "24h", "7d" or "1h30m", or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like 30m, 24h, 7d")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text.isdigit():
+            return int(text)
+        if _DURATION.fullmatch(text):
+            return sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+    raise ValueError(f"{value!r} is not a duration: use seconds or a string like 30m, 24h, 7d")
+
+
+def format_duration(seconds: int) -> str:
+    """Write a number of seconds the way a policy would: 24h, 90m, 7d."""
+    for unit, size in (("d", DAY), ("h", HOUR), ("m", MINUTE)):
+        # Days only from two on: "24h" reads better than "1d" next to a block's TTL.
+        if seconds % size == 0 and (unit != "d" or seconds >= 2 * DAY):
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# A block shorter than a minute would expire before the expiry sweep sees it; a year is the
+# longest a Standard execution, and so an approval or a block's bookkeeping, can run.
+BlockTtl = Annotated[int, BeforeValidator(parse_duration), Field(ge=MINUTE, le=366 * DAY)]
+# An approval nobody answers within a week is better asked again from a fresh finding.
+ApprovalTimeout = Annotated[int, BeforeValidator(parse_duration), Field(ge=MINUTE, le=7 * DAY)]
+Severity = Annotated[float, Field(ge=0, le=10)]
+
+
+def _cidr(entry: str) -> str:
+    try:
+        return str(ipaddress.ip_network(entry.strip()))
+    except ValueError as exc:
+        raise ValueError(f"{entry!r} is not a CIDR: {exc}") from exc
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+
+
+class Defaults(Model):
+    """Values a rule inherits unless it sets its own."""
+
+    block_ttl: BlockTtl = DAY
+    approval_timeout: ApprovalTimeout = HOUR
+
+
+class Match(Model):
+    """What a finding must be for a rule to apply: every condition given must hold."""
+
+    types: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = ["*"]
+    min_severity: Severity | None = None
+    max_severity: Severity | None = None
+    resource_kinds: list[str] | None = None
+    resource_tags: dict[str, str] = Field(default_factory=dict)
+    directions: list[Direction] | None = None
+
+    @model_validator(mode="after")
+    def _severity_range(self) -> Match:
+        low, high = self.min_severity, self.max_severity
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_severity {low} is above max_severity {high}")
+        return self
+
+
+class Rule(Model):
+    """One policy rule: a match, a mode and the actions to plan."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    description: str = ""
+    match: Match = Field(default_factory=Match)
+    mode: Mode
+    actions: list[ActionKind] = Field(default_factory=list)
+    block_ttl: BlockTtl | None = None
+    approval_timeout: ApprovalTimeout | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        acting = self.mode in (Mode.AUTO, Mode.APPROVAL)
+        if acting and not self.actions:
+            raise ValueError(f"mode {self.mode} needs at least one action")
+        if not acting and self.actions:
+            raise ValueError(f"mode {self.mode} takes no actions")
+        if len(set(self.actions)) != len(self.actions):
+            raise ValueError("an action is listed twice")
+        if self.block_ttl is not None and not acting:
+            raise ValueError(f"block_ttl has no effect in mode {self.mode}")
+        if self.approval_timeout is not None and self.mode != Mode.APPROVAL:
+            raise ValueError("approval_timeout only applies to mode approval")
+        return self
+
+
+class Policy(Model):
+    """A whole policy: version 1, defaults, an allowlist and rules, the first match wins."""
+
+    version: Literal[1]
+    defaults: Defaults = Field(default_factory=Defaults)
+    allowlist: list[Cidr] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[Rule]) -> list[Rule]:
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.name in seen:
+                raise ValueError(f"two rules are named {rule.name!r}")
+            seen.add(rule.name)
+        return rules
+
+    def networks(self) -> list[safety.IPNetwork]:
+        """The allowlist as networks."""
+        return [ipaddress.ip_network(entry) for entry in self.allowlist]
+
+    def rule_for(self, finding: Finding) -> Rule | None:
+        """The first rule whose match the finding meets, or None."""
+        return next((rule for rule in self.rules if matches(rule.match, finding)), None)
+
+
+def finding_directions(finding: Finding) -> set[Direction]:
+    """The directions the finding's indicators name; unknown when none does."""
+    directions = {i.direction for i in finding.indicators if i.direction is not None}
+    return directions or {Direction.UNKNOWN}
+
+
+def matches(match: Match, finding: Finding) -> bool:
+    """Tell whether a finding meets every condition of a match."""
+    if not any(fnmatchcase(finding.type, pattern) for pattern in match.types):
+        return False
+    if match.min_severity is not None and finding.severity < match.min_severity:
+        return False
+    if match.max_severity is not None and finding.severity > match.max_severity:
+        return False
+    if match.resource_kinds is not None and finding.resource.kind not in match.resource_kinds:
+        return False
+    tags = finding.resource.tags
+    if any(tags.get(key) != value for key, value in match.resource_tags.items()):
+        return False
+    return match.directions is None or bool(set(match.directions) & finding_directions(finding))
+
+
+def evaluate(
+    policy: Policy,
+    finding: Finding,
+    enrichment: Enrichment,
+    estate_addresses: Iterable[str],
+) -> Decision:
+    """Decide what to do about a finding: the policy's rule, narrowed by the safety rules."""
+    refused = safety.refuse_finding(finding)
+    if refused:
+        return Decision(mode=Mode.IGNORE, reason=refused)
+
+    rule = policy.rule_for(finding)
+    if rule is None:
+        return Decision(mode=Mode.NOTIFY, reason=NO_RULE_REASON)
+    reason = _matched(rule, enrichment)
+    if rule.mode in (Mode.NOTIFY, Mode.IGNORE):
+        return Decision(mode=rule.mode, reason=reason, rule=rule.name)
+
+    exempt = safety.refuse_resource(finding.resource)
+    if exempt:
+        refusals = [
+            Refusal(target=target, kind=kind.value, reason=exempt)
+            for target in _targets(finding.addresses())
+            for kind in rule.actions
+        ]
+        return Decision(
+            mode=Mode.NOTIFY,
+            reason=f"{exempt}: rule {rule.name!r} asks for {rule.mode}, no action taken",
+            rule=rule.name,
+            refusals=refusals,
+        )
+
+    actions, refusals = _plan(policy, rule, finding, set(estate_addresses))
+    if not actions:
+        return Decision(
+            mode=Mode.NOTIFY,
+            reason=_nothing_to_act_on(rule, refusals),
+            rule=rule.name,
+            refusals=refusals,
+        )
+    timeout = rule.approval_timeout or policy.defaults.approval_timeout
+    return Decision(
+        mode=rule.mode,
+        reason=reason,
+        rule=rule.name,
+        actions=actions,
+        refusals=refusals,
+        approval_timeout_seconds=timeout if rule.mode == Mode.APPROVAL else None,
+    )
+
+
+def _plan(
+    policy: Policy, rule: Rule, finding: Finding, estate_addresses: set[str]
+) -> tuple[list[PlannedAction], list[Refusal]]:
+    allowlist = policy.networks()
+    ttl = rule.block_ttl or policy.defaults.block_ttl
+    actions: list[PlannedAction] = []
+    refusals: list[Refusal] = []
+
+    for target, indicators in _targets(finding.addresses()).items():
+        refused = _refuse_target(indicators, allowlist, estate_addresses, finding)
+        for kind in rule.actions:
+            reason = refused or _refuse_kind(kind, finding)
+            if reason:
+                refusals.append(Refusal(target=target, kind=kind.value, reason=reason))
+                continue
+            action = PlannedAction(
+                id=f"{kind.value}:{target}",
+                kind=kind,
+                target=target,
+                params=_params(kind, target, finding),
+                ttl_seconds=ttl,
+            )
+            actions.append(action)
+    return actions, refusals
+
+
+def _targets(indicators: list[Indicator]) -> dict[str, list[Indicator]]:
+    """Group address indicators by the CIDR they would be blocked as, in order of appearance."""
+    grouped: dict[str, list[Indicator]] = {}
+    for indicator in indicators:
+        address = safety.parse_address(indicator.value)
+        target = safety.as_cidr(address) if address is not None else indicator.value
+        grouped.setdefault(target, []).append(indicator)
+    return grouped
+
+
+def _refuse_target(
+    indicators: list[Indicator],
+    allowlist: list[safety.IPNetwork],
+    estate_addresses: set[str],
+    finding: Finding,
+) -> str | None:
+    # An address named twice is refused if any mention refuses it: an address the resource
+    # both received traffic from and reached out to may be a victim.
+    for indicator in indicators:
+        reason = safety.refuse_address(
+            indicator,
+            allowlist=allowlist,
+            estate_addresses=estate_addresses,
+            resource=finding.resource,
+        )
+        if reason:
+            return reason
+    return None
+
+
+def _refuse_kind(kind: ActionKind, finding: Finding) -> str | None:
+    resource = finding.resource
+    if kind == ActionKind.NACL_BLOCK and not (resource.vpc_id and resource.subnet_ids):
+        return "the affected resource names no VPC and subnet for a network ACL"
+    return None
+
+
+def _params(kind: ActionKind, target: str, finding: Finding) -> dict[str, Any]:
+    if kind == ActionKind.WAF_BLOCK:
+        return {"ip_version": ipaddress.ip_network(target).version}
+    resource = finding.resource
+    return {
+        "subnet_ids": list(dict.fromkeys(resource.subnet_ids)),
+        "vpc_id": resource.vpc_id,
+        "direction": Direction.INBOUND.value,
+    }
+
+
+def _matched(rule: Rule, enrichment: Enrichment) -> str:
+    reason = f"rule {rule.name!r} matched"
+    if rule.description:
+        reason += f": {rule.description}"
+    known, total = enrichment.known_indicators, len(enrichment.indicators)
+    if known:
+        reason += f" ({known} of {total} indicators seen before)"
+    return reason
+
+
+def _nothing_to_act_on(rule: Rule, refusals: list[Refusal]) -> str:
+    asked = f"rule {rule.name!r} asks for {rule.mode}"
+    if not refusals:
+        return f"{asked} but the finding names no address to act on"
+    reasons = dict.fromkeys(f"{r.target} ({r.kind}): {r.reason}" for r in refusals)
+    return f"{asked} but every action was refused: " + "; ".join(reasons)
+
+
+def parse_policy(document: Any, source: str = "policy") -> Policy:
+    """Validate a policy document; errors name the source and the field."""
+    if not isinstance(document, dict):
+        raise PolicyError(f"{source}: a policy is a mapping with version, defaults and rules")
+    try:
+        return Policy.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_location(error['loc'], document)}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
+        raise PolicyError(f"{source}: invalid policy: {problems}") from exc
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read a policy from a YAML (.yaml, .yml) or JSON (.json) file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise PolicyError(f"{path}: unknown policy format, expected .yaml, .yml or .json")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise PolicyError(f"{path}: no such policy file") from exc
+    return parse_policy(
+        _read_json(path, text) if suffix == ".json" else _read_yaml(path, text), str(path)
+    )
+
+
+def policy_as_json(path: str | Path) -> str:
+    """Validate a policy file and write it as the JSON the Lambda bundle ships."""
+    policy = load_policy(path)
+    return json.dumps(policy.model_dump(mode="json"), indent=2) + "\n"
+
+
+def _read_json(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PolicyError(
+            f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+
+
+def _read_yaml(path: Path, text: str) -> Any:
+    # Imported here: the Lambda bundle has no pyyaml and only ever reads the JSON policy.
+    try:
+        import yaml
+    except ImportError as exc:
+        raise PolicyError(f"{path}: reading YAML needs pyyaml; ship the policy as JSON") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def _location(loc: tuple[Any, ...], document: Any) -> str:
+    """Write a validation error's location as rules[2] (name).match.types[0]."""
+    text = ""
+    node = document
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                text += f" ({node['name']})"
+        else:
+            text += f".{part}" if text else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return text or "policy"

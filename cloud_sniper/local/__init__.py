@@ -1,0 +1,1 @@
+"""The local runtime: the emulated account, the in-process Lambda runner and the local server."""

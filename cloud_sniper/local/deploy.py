@@ -1,0 +1,200 @@
+"""Deploy a synthesized cloud assembly into the emulated account, as `cdk deploy` would."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+logger = logging.getLogger(__name__)
+
+STACK_TYPE = "aws:cloudformation:stack"
+ASSET_MANIFEST_TYPE = "cdk:asset-manifest"
+
+
+class DeployError(RuntimeError):
+    """The cloud assembly could not be deployed into the emulated account."""
+
+
+@dataclass
+class DeployedStack:
+    name: str
+    template: dict[str, Any]
+    created_by_hand: list[str] = field(default_factory=list)
+    not_emulated: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeployedApp:
+    stacks: list[DeployedStack]
+
+    def resources(self, resource_type: str) -> list[tuple[str, dict[str, Any]]]:
+        """Every resource of one type across the stacks, as (logical id, definition)."""
+        return [
+            (logical_id, resource)
+            for stack in self.stacks
+            for logical_id, resource in stack.template.get("Resources", {}).items()
+            if resource.get("Type") == resource_type
+        ]
+
+
+def stack_order(manifest: dict[str, Any]) -> list[str]:
+    """The stacks of an assembly in an order that deploys each after what it depends on."""
+    artifacts = manifest.get("artifacts", {})
+    stacks = {name for name, artifact in artifacts.items() if artifact["type"] == STACK_TYPE}
+    ordered: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in ordered or name not in stacks:
+            return
+        if name in path:
+            raise DeployError(f"stack dependency cycle: {' -> '.join((*path, name))}")
+        for dependency in artifacts[name].get("dependencies", []):
+            visit(dependency, (*path, name))
+        ordered.append(name)
+
+    for name in sorted(stacks):
+        visit(name, ())
+    return ordered
+
+
+def deploy_assembly(assembly: Path, clients: Any, account: str, region: str) -> DeployedApp:
+    """Upload the assets and create every stack of the assembly in the emulated account.
+
+    `clients(service)` returns a boto3 client bound to the emulated account.
+    """
+    manifest = json.loads((assembly / "manifest.json").read_text())
+    _upload_assets(assembly, manifest, clients, account, region)
+
+    deployed = []
+    for name in stack_order(manifest):
+        artifact = manifest["artifacts"][name]
+        template_file = artifact["properties"]["templateFile"]
+        template = json.loads((assembly / template_file).read_text())
+        stack_name = artifact.get("displayName", name).split("/")[-1]
+        deployed.append(_create_stack(clients, stack_name, template))
+    return DeployedApp(deployed)
+
+
+def _upload_assets(
+    assembly: Path, manifest: dict[str, Any], clients: Any, account: str, region: str
+) -> None:
+    s3 = clients("s3")
+    buckets: set[str] = set()
+    for artifact in manifest.get("artifacts", {}).values():
+        if artifact["type"] != ASSET_MANIFEST_TYPE:
+            continue
+        assets = json.loads((assembly / artifact["properties"]["file"]).read_text())
+        for asset in assets.get("files", {}).values():
+            body = _asset_bytes(assembly / asset["source"]["path"], asset["source"].get("packaging"))
+            for destination in asset["destinations"].values():
+                bucket = _substitute(destination["bucketName"], account, region)
+                if bucket not in buckets:
+                    _ensure_bucket(s3, bucket, region)
+                    buckets.add(bucket)
+                s3.put_object(Bucket=bucket, Key=destination["objectKey"], Body=body)
+
+
+def _asset_bytes(path: Path, packaging: str | None) -> bytes:
+    if packaging == "zip" or path.is_dir():
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(path.rglob("*")):
+                if file.is_file():
+                    archive.write(file, file.relative_to(path).as_posix())
+        return buffer.getvalue()
+    return path.read_bytes()
+
+
+def _substitute(text: str, account: str, region: str) -> str:
+    return (
+        text.replace("${AWS::AccountId}", account)
+        .replace("${AWS::Region}", region)
+        .replace("${AWS::Partition}", "aws")
+    )
+
+
+def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:
+    try:
+        if region == "us-east-1":
+            s3.create_bucket(Bucket=bucket)
+        else:
+            s3.create_bucket(
+                Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
+            )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+
+
+def _create_stack(clients: Any, stack_name: str, template: dict[str, Any]) -> DeployedStack:
+    """Create one stack; resources the emulation skips are created from the template by hand."""
+    template = _without_bootstrap_check(template)
+    cloudformation = clients("cloudformation")
+    try:
+        cloudformation.create_stack(
+            StackName=stack_name,
+            TemplateBody=json.dumps(template),
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+        )
+    except ClientError as exc:
+        raise DeployError(f"stack {stack_name}: {exc.response['Error']['Message']}") from exc
+
+    status = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]["StackStatus"]
+    if status != "CREATE_COMPLETE":
+        raise DeployError(f"stack {stack_name}: ended in {status}")
+
+    deployed = DeployedStack(stack_name, template)
+    created = {
+        summary["LogicalResourceId"]
+        for summary in cloudformation.list_stack_resources(StackName=stack_name)[
+            "StackResourceSummaries"
+        ]
+    }
+    for logical_id, resource in template.get("Resources", {}).items():
+        if logical_id in created:
+            continue
+        maker = _BY_HAND.get(resource["Type"])
+        if maker is None:
+            deployed.not_emulated.append(f"{logical_id} ({resource['Type']})")
+            continue
+        maker(clients, resource.get("Properties", {}))
+        deployed.created_by_hand.append(f"{logical_id} ({resource['Type']})")
+    return deployed
+
+
+def _without_bootstrap_check(template: dict[str, Any]) -> dict[str, Any]:
+    """Drop the bootstrap-version rule: the emulated account has no CDK bootstrap stack."""
+    template = dict(template)
+    template.pop("Rules", None)
+    parameters = dict(template.get("Parameters", {}))
+    parameters.pop("BootstrapVersion", None)
+    if parameters:
+        template["Parameters"] = parameters
+    else:
+        template.pop("Parameters", None)
+    return template
+
+
+def _create_ip_set(clients: Any, properties: dict[str, Any]) -> None:
+    wafv2 = clients("wafv2")
+    existing = wafv2.list_ip_sets(Scope=properties["Scope"])["IPSets"]
+    if any(ip_set["Name"] == properties["Name"] for ip_set in existing):
+        return
+    wafv2.create_ip_set(
+        Name=properties["Name"],
+        Scope=properties["Scope"],
+        IPAddressVersion=properties["IPAddressVersion"],
+        Addresses=properties.get("Addresses", []),
+        Description=properties.get("Description", ""),
+    )
+
+
+# Resource types the emulation's CloudFormation skips and that matter to the pipeline.
+_BY_HAND = {"AWS::WAFv2::IPSet": _create_ip_set}

@@ -1,0 +1,101 @@
+"""Fault injection for the emulated account: make chosen AWS calls fail, to see retries and Catch work.
+
+Rules live in the emulated account itself (an SSM parameter), so a demo or a test can set them
+from any process talking to the local server. A rule names a service and an operation, the
+error code to answer with, an optional text the request body must contain, and how many
+requests it applies to (0: every one).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import botocore.handlers
+from botocore.awsrequest import AWSResponse
+from moto.core.botocore_stubber import MockRawResponse
+from pydantic import BaseModel, ConfigDict
+
+FAULTS_PARAMETER = "/cloud-sniper/local/faults"
+UNSERVED_URL = "http://answered-in-process.invalid/"
+
+
+class FaultRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    service: str  # botocore service id, e.g. "wafv2"
+    operation: str  # e.g. "UpdateIPSet"
+    error_code: str = "ThrottlingException"
+    http_status: int = 400
+    body_contains: str | None = None
+    times: int = 0
+
+
+def set_faults(ssm: Any, rules: list[FaultRule]) -> None:
+    """Store the fault rules in the emulated account."""
+    value = json.dumps([rule.model_dump() for rule in rules])
+    ssm.put_parameter(Name=FAULTS_PARAMETER, Value=value, Type="String", Overwrite=True)
+
+
+class FaultInjector:
+    """Answers matching requests with an AWS error instead of letting the emulation serve them."""
+
+    def __init__(self, ssm_factory: Any) -> None:
+        self._ssm_factory = ssm_factory
+        self._served: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._reading = threading.local()
+
+    @contextmanager
+    def installed(self) -> Iterator[FaultInjector]:
+        entry = ("before-send", self._on_request)
+        botocore.handlers.BUILTIN_HANDLERS.insert(0, entry)
+        try:
+            yield self
+        finally:
+            botocore.handlers.BUILTIN_HANDLERS.remove(entry)
+
+    def _rules(self) -> list[FaultRule]:
+        if getattr(self._reading, "active", False):
+            return []
+        self._reading.active = True
+        try:
+            ssm = self._ssm_factory()
+            value = ssm.get_parameter(Name=FAULTS_PARAMETER)["Parameter"]["Value"]
+        except Exception:  # no rules stored: nothing to inject
+            return []
+        finally:
+            self._reading.active = False
+        return [FaultRule.model_validate(rule) for rule in json.loads(value)]
+
+    def _on_request(self, request: Any, event_name: str, **_: Any) -> AWSResponse | None:
+        _, service, operation = event_name.split(".", 2)
+        if service == "ssm":
+            return None
+        body = request.body.decode() if isinstance(request.body, bytes) else str(request.body)
+        for index, rule in enumerate(self._rules()):
+            if (rule.service, rule.operation) != (service, operation):
+                continue
+            if rule.body_contains and rule.body_contains not in body:
+                continue
+            with self._lock:
+                served = self._served.get(index, 0)
+                if rule.times and served >= rule.times:
+                    continue
+                self._served[index] = served + 1
+            response = _error_response(request, rule)
+            # Every before-send handler runs; pointing the request nowhere keeps the emulation
+            # from also serving it, so a failed call changes nothing, as in AWS.
+            request.url = UNSERVED_URL
+            return response
+        return None
+
+
+def _error_response(request: Any, rule: FaultRule) -> AWSResponse:
+    payload = {"__type": rule.error_code, "message": "injected by the local fault rules"}
+    headers = {"x-amzn-ErrorType": rule.error_code, "Content-Type": "application/x-amz-json-1.1"}
+    body = MockRawResponse(json.dumps(payload))
+    return AWSResponse(request.url, rule.http_status, headers, body)

@@ -1,0 +1,171 @@
+"""Run Lambda invocations in-process: the emulated account's functions execute the real handlers.
+
+moto stores functions but runs their code only in Docker. Here a botocore handler answers every
+`lambda.Invoke` made in this process (by Step Functions, by the event source poller or by hand):
+it reads the function's configuration from the emulated account, sets the environment variables
+the template gave that function, and calls the handler named in its configuration.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import botocore.handlers
+from botocore.awsrequest import AWSResponse
+from moto.core.botocore_stubber import MockRawResponse
+
+INVOKE_EVENT = "before-send.lambda.Invoke"
+UNSERVED_URL = "http://answered-in-process.invalid/"
+
+# The runtime's own variables a handler sees; everything else comes from the function.
+_RUNTIME_ENV_KEYS = ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "_HANDLER")
+
+
+@dataclass
+class LambdaContext:
+    """The parts of the Lambda context object that handlers and Powertools read."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    timeout_seconds: int
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+    _deadline: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        self._deadline = time.monotonic() + self.timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@dataclass
+class Invocation:
+    """One record of a handler run, kept for the CLI and the tests."""
+
+    function_name: str
+    started: float
+    seconds: float
+    error: str | None
+
+
+class InProcessLambda:
+    """Answers Lambda Invoke calls by running the configured handler in this process."""
+
+    def __init__(self, region: str, endpoint_url: str | None = None) -> None:
+        self._region = region
+        self._endpoint_url = endpoint_url
+        # One invocation at a time: handlers read os.environ, which is process-wide.
+        self._lock = threading.RLock()
+        self._loaded: dict[str, tuple[Any, dict[str, str]]] = {}
+        self.invocations: list[Invocation] = []
+
+    @contextmanager
+    def installed(self) -> Iterator[InProcessLambda]:
+        """Register the handler for every botocore client created while the block runs."""
+        entry = (INVOKE_EVENT, self._on_invoke)
+        botocore.handlers.BUILTIN_HANDLERS.append(entry)
+        try:
+            yield self
+        finally:
+            botocore.handlers.BUILTIN_HANDLERS.remove(entry)
+
+    def _on_invoke(self, request: Any, **_: Any) -> AWSResponse | None:
+        name = _function_name_from_url(request.url)
+        payload = json.loads(request.body or b"{}") if request.body else {}
+        status, headers, body = self.invoke(name, payload)
+        # Every before-send handler runs; pointing the request nowhere keeps the emulation's own
+        # Lambda from also answering it.
+        url, request.url = request.url, UNSERVED_URL
+        return AWSResponse(url, status, headers, MockRawResponse(body))
+
+    def invoke(self, name: str, payload: Any) -> tuple[int, dict[str, str], bytes]:
+        """Run one invocation and shape the answer as the Lambda API does."""
+        configuration = self._configuration(name)
+        started = time.monotonic()
+        with self._lock, _environment(configuration):
+            handler = self._handler(configuration)
+            context = LambdaContext(
+                function_name=configuration["FunctionName"],
+                invoked_function_arn=configuration["FunctionArn"],
+                memory_limit_in_mb=int(configuration.get("MemorySize", 128)),
+                timeout_seconds=int(configuration.get("Timeout", 3)),
+            )
+            try:
+                result = handler(payload, context)
+            except Exception as exc:  # the Lambda runtime reports any error as the payload
+                error = {
+                    "errorType": type(exc).__name__,
+                    "errorMessage": str(exc),
+                    "stackTrace": traceback.format_exception(exc)[-5:],
+                }
+                self._record(configuration, started, type(exc).__name__)
+                headers = {"X-Amz-Function-Error": "Unhandled"}
+                return 200, headers, json.dumps(error).encode()
+        self._record(configuration, started, None)
+        return 200, {"X-Amz-Executed-Version": "$LATEST"}, json.dumps(result).encode()
+
+    def _record(self, configuration: dict, started: float, error: str | None) -> None:
+        seconds = time.monotonic() - started
+        self.invocations.append(
+            Invocation(configuration["FunctionName"], started, seconds, error)
+        )
+
+    def _configuration(self, name: str) -> dict:
+        client = boto3.client("lambda", region_name=self._region, endpoint_url=self._endpoint_url)
+        return client.get_function_configuration(FunctionName=name)
+
+    def _handler(self, configuration: dict) -> Any:
+        """Import the handler's module once per function and configuration, as a cold start does."""
+        module_name, _, attribute = configuration["Handler"].rpartition(".")
+        environment = configuration.get("Environment", {}).get("Variables", {})
+        loaded = self._loaded.get(configuration["FunctionName"])
+        if loaded is not None and loaded[1] == environment:
+            return loaded[0]
+
+        module = importlib.import_module(module_name)
+        if loaded is not None:
+            module = importlib.reload(module)
+        handler = getattr(module, attribute)
+        self._loaded[configuration["FunctionName"]] = (handler, environment)
+        return handler
+
+
+@contextmanager
+def _environment(configuration: dict) -> Iterator[None]:
+    """Give the handler its function's environment variables for the length of one call."""
+    variables = dict(configuration.get("Environment", {}).get("Variables", {}))
+    variables["AWS_LAMBDA_FUNCTION_NAME"] = configuration["FunctionName"]
+    variables["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(configuration.get("MemorySize", 128))
+    variables["_HANDLER"] = configuration["Handler"]
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _function_name_from_url(url: str) -> str:
+    # .../2015-03-31/functions/<name or arn>/invocations
+    from urllib.parse import unquote
+
+    return unquote(url.split("/functions/", 1)[1].split("/", 1)[0])

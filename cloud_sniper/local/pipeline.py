@@ -1,0 +1,206 @@
+"""Send findings into a running pipeline and follow their executions to the incident reports."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from cloud_sniper.domain import naming
+from cloud_sniper.domain.errors import InvalidFindingError
+from cloud_sniper.domain.models import Finding
+from cloud_sniper.domain.normalize import normalize, unwrap
+
+WAITING_FOR_APPROVAL = "WAITING_FOR_APPROVAL"
+FINISHED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+@dataclass
+class Submission:
+    """One finding put on the project's event bus."""
+
+    locator: str
+    finding: Finding
+    execution_name: str
+    dry_run: bool
+
+
+@dataclass
+class Rejection:
+    locator: str
+    error: str
+
+
+@dataclass
+class Result:
+    """What became of one submitted finding."""
+
+    submission: Submission
+    status: str
+    incident: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
+    approval_id: str | None = None
+    report_files: list[Path] = field(default_factory=list)
+
+
+def execution_arn(clients: Any, name: str) -> str:
+    account = clients("sts").get_caller_identity()["Account"]
+    region = clients("stepfunctions").meta.region_name
+    return f"arn:aws:states:{region}:{account}:execution:{naming.STATE_MACHINE}:{name}"
+
+
+def state_machine_arn(clients: Any) -> str:
+    account = clients("sts").get_caller_identity()["Account"]
+    region = clients("stepfunctions").meta.region_name
+    return f"arn:aws:states:{region}:{account}:stateMachine:{naming.STATE_MACHINE}"
+
+
+def submit(
+    clients: Any, documents: list[tuple[str, dict[str, Any]]], dry_run: bool = False
+) -> tuple[list[Submission], list[Rejection]]:
+    """Validate each finding and put the valid ones on the project's bus as replays."""
+    submissions: list[Submission] = []
+    rejections: list[Rejection] = []
+    events = clients("events")
+    for locator, document in documents:
+        try:
+            finding_document, _ = unwrap(document)
+            finding = normalize(finding_document)
+        except InvalidFindingError as exc:
+            rejections.append(Rejection(locator, str(exc)))
+            continue
+
+        detail = {"finding": finding_document, "dry_run": dry_run}
+        response = events.put_events(
+            Entries=[
+                {
+                    "Source": naming.EVENT_SOURCE,
+                    "DetailType": naming.REPLAY_DETAIL_TYPE,
+                    "Detail": json.dumps(detail),
+                    "EventBusName": naming.EVENT_BUS,
+                }
+            ]
+        )
+        if response.get("FailedEntryCount"):
+            error = response["Entries"][0].get("ErrorMessage", "rejected by the event bus")
+            rejections.append(Rejection(locator, error))
+            continue
+        name = naming.execution_name(finding.id, finding.updated_at, dry_run)
+        submissions.append(Submission(locator, finding, name, dry_run))
+    return submissions, rejections
+
+
+def wait(clients: Any, submissions: list[Submission], timeout: float = 120.0) -> list[Result]:
+    """Follow every execution until it ends or waits for a person's approval."""
+    sfn = clients("stepfunctions")
+    pending = {submission.execution_name: submission for submission in submissions}
+    results: dict[str, Result] = {}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for name, submission in list(pending.items()):
+            status = _status(clients, sfn, name)
+            if status is None or status == "RUNNING":
+                continue
+            results[name] = Result(submission, status)
+            del pending[name]
+        if pending:
+            time.sleep(0.2)
+    for name, submission in pending.items():
+        results[name] = Result(submission, _status(clients, sfn, name) or "NOT_STARTED")
+    ordered = [results[submission.execution_name] for submission in submissions]
+    for result in ordered:
+        _describe(clients, result)
+    return ordered
+
+
+def _status(clients: Any, sfn: Any, name: str) -> str | None:
+    try:
+        status = sfn.describe_execution(executionArn=execution_arn(clients, name))["status"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
+            return None
+        raise
+    if status == "RUNNING" and pending_approval(clients, name) is not None:
+        return WAITING_FOR_APPROVAL
+    return status
+
+
+def pending_approval(clients: Any, execution_name: str) -> dict[str, Any] | None:
+    """The pending approval item of an execution, if it waits for one."""
+    table = clients("dynamodb")
+    response = table.scan(
+        TableName=naming.APPROVALS_TABLE,
+        FilterExpression="execution_name = :name AND #status = :pending",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues={":name": {"S": execution_name}, ":pending": {"S": "pending"}},
+    )
+    items = response.get("Items", [])
+    return items[0] if items else None
+
+
+def _describe(clients: Any, result: Result) -> None:
+    """Fill in the decision and the incident of a result from the execution's record."""
+    sfn = clients("stepfunctions")
+    arn = execution_arn(clients, result.submission.execution_name)
+    if result.status == "NOT_STARTED":
+        return
+    if result.status == "SUCCEEDED":
+        output = json.loads(sfn.describe_execution(executionArn=arn).get("output") or "{}")
+        result.incident = _incident_document(clients, output)
+        if result.incident is not None:
+            result.decision = result.incident.get("decision")
+            return
+    result.decision = _state_output(sfn, arn, "Decide", "decision")
+    if result.status == WAITING_FOR_APPROVAL:
+        item = pending_approval(clients, result.submission.execution_name)
+        result.approval_id = item["approval_id"]["S"] if item else None
+
+
+def _incident_document(clients: Any, report_output: dict[str, Any]) -> dict[str, Any] | None:
+    key = next((k for k in report_output.get("report_keys", []) if k.endswith(".json")), None)
+    if key is None:
+        return None
+    bucket = reports_bucket(clients)
+    body = clients("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    return json.loads(body)
+
+
+def reports_bucket(clients: Any) -> str:
+    account = clients("sts").get_caller_identity()["Account"]
+    return naming.reports_bucket(account, clients("s3").meta.region_name)
+
+
+def _state_output(sfn: Any, arn: str, state: str, key: str) -> dict[str, Any] | None:
+    """Read what one state of an execution produced, from its history."""
+    events = sfn.get_execution_history(executionArn=arn, reverseOrder=True)["events"]
+    for event in events:
+        details = event.get("stateExitedEventDetails")
+        if details and details.get("name") == state:
+            return json.loads(details.get("output") or "{}").get(key)
+    return None
+
+
+def download_reports(clients: Any, result: Result, out_dir: Path) -> list[Path]:
+    """Copy an incident's reports from the reports bucket into a local folder."""
+    if result.incident is None:
+        return []
+    s3 = clients("s3")
+    bucket = reports_bucket(clients)
+    incident_id = result.incident["incident"]["incident_id"]
+    prefix = f"reports/{incident_id}/{result.submission.execution_name}"
+    files = []
+    for suffix in (".json", ".md"):
+        try:
+            body = s3.get_object(Bucket=bucket, Key=prefix + suffix)["Body"].read()
+        except ClientError:
+            continue
+        target = out_dir / incident_id / f"{result.submission.execution_name}{suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body)
+        files.append(target)
+    result.report_files = files
+    return files

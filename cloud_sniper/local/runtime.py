@@ -1,0 +1,204 @@
+"""The emulated AWS account with Cloud Sniper deployed in it, running inside this process.
+
+It executes what would be deployed: the synthesized templates are deployed into moto, the state
+machine runs moto's Amazon States Language interpreter, every Lambda invoke runs the service's
+real handler in-process with that function's environment, and a poller stands in for Lambda's
+SQS event source mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto import mock_aws
+
+from cloud_sniper.local.deploy import DeployedApp, deploy_assembly
+from cloud_sniper.local.faults import FaultInjector
+from cloud_sniper.local.lambdas import InProcessLambda
+
+logger = logging.getLogger(__name__)
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+MOTO_CONFIG = {
+    "stepfunctions": {"execute_state_machine": True},
+    # The Lambda invokes are answered in-process; moto's own stays quiet instead of seeking Docker.
+    "lambda": {"use_docker": False},
+}
+
+
+def client_factory(region: str = REGION, endpoint_url: str | None = None) -> Callable[..., Any]:
+    """Make boto3 clients bound to the emulated account, in-process or over loopback."""
+
+    def clients(service: str) -> Any:
+        return boto3.client(service, region_name=region, endpoint_url=endpoint_url)
+
+    return clients
+
+
+@dataclass
+class EventSourceMapping:
+    queue_url: str
+    function_name: str
+    batch_size: int
+
+
+class LocalCloud:
+    """Start, deploy into and stop the in-process emulated account."""
+
+    def __init__(self, assembly: Path, region: str = REGION) -> None:
+        self.assembly = assembly
+        self.region = region
+        self.clients = client_factory(region)
+        self.lambdas = InProcessLambda(region)
+        self.app: DeployedApp | None = None
+        self._mock = mock_aws(config=MOTO_CONFIG)
+        self._stops: list[Callable[[], None]] = []
+        self._poller: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._idle = threading.Event()
+
+    def start(self) -> LocalCloud:
+        self._mock.start()
+        self._stops.append(self._mock.stop)
+        for installer in (self.lambdas.installed(), FaultInjector(self._ssm).installed()):
+            installer.__enter__()
+            self._stops.append(lambda installer=installer: installer.__exit__(None, None, None))
+
+        self.app = deploy_assembly(self.assembly, self.clients, ACCOUNT, self.region)
+        for stack in self.app.stacks:
+            for resource in stack.created_by_hand:
+                logger.info("created outside the emulated CloudFormation: %s", resource)
+            for resource in stack.not_emulated:
+                logger.info("not emulated locally: %s", resource)
+
+        self._poller = threading.Thread(target=self._poll, name="event-source-mapping", daemon=True)
+        self._poller.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._poller is not None:
+            self._poller.join(timeout=10)
+        while self._stops:
+            self._stops.pop()()
+
+    def __enter__(self) -> LocalCloud:
+        return self.start()
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+
+    def _ssm(self) -> Any:
+        return self.clients("ssm")
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until the event source poller has found its queues empty."""
+        self._idle.clear()
+        self._idle.wait(timeout)
+
+    def event_source_mappings(self) -> list[EventSourceMapping]:
+        """The SQS → Lambda mappings of the deployed templates."""
+        assert self.app is not None
+        sqs = self.clients("sqs")
+        mappings = []
+        for _, resource in self.app.resources("AWS::Lambda::EventSourceMapping"):
+            properties = resource["Properties"]
+            queue_name = _queue_name(properties["EventSourceArn"], self.app)
+            function = _function_name(properties["FunctionName"], self.app)
+            if queue_name is None or function is None:
+                continue
+            queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+            mappings.append(
+                EventSourceMapping(queue_url, function, int(properties.get("BatchSize", 10)))
+            )
+        return mappings
+
+    def _poll(self) -> None:
+        """Deliver queued messages to their functions, as Lambda's event source mapping does."""
+        mappings = self.event_source_mappings()
+        sqs = self.clients("sqs")
+        lambda_client = self.clients("lambda")
+        while not self._stopping.is_set():
+            delivered = 0
+            for mapping in mappings:
+                try:
+                    delivered += _deliver(sqs, lambda_client, mapping, self.region)
+                except Exception:  # a poller never dies of one bad batch
+                    logger.exception("event source mapping failed for %s", mapping.function_name)
+            if not delivered:
+                self._idle.set()
+                time.sleep(0.1)
+
+
+def _deliver(sqs: Any, lambda_client: Any, mapping: EventSourceMapping, region: str) -> int:
+    messages = sqs.receive_message(
+        QueueUrl=mapping.queue_url,
+        MaxNumberOfMessages=min(mapping.batch_size, 10),
+        AttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    ).get("Messages", [])
+    if not messages:
+        return 0
+
+    queue_arn = sqs.get_queue_attributes(QueueUrl=mapping.queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    event = {"Records": [_sqs_record(message, queue_arn, region) for message in messages]}
+    response = lambda_client.invoke(FunctionName=mapping.function_name, Payload=json.dumps(event))
+    payload = json.loads(response["Payload"].read() or b"{}")
+    if response.get("FunctionError"):
+        # The whole batch returns to the queue; its redrive policy moves it to the DLQ in time.
+        logger.warning("batch failed in %s: %s", mapping.function_name, payload)
+        return len(messages)
+
+    failed = {item["itemIdentifier"] for item in (payload or {}).get("batchItemFailures", [])}
+    for message in messages:
+        if message["MessageId"] not in failed:
+            sqs.delete_message(QueueUrl=mapping.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return len(messages)
+
+
+def _sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": message.get("MessageAttributes", {}),
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }
+
+
+def _queue_name(reference: Any, app: DeployedApp) -> str | None:
+    """Resolve a template reference to a queue (its ARN) into the queue's name."""
+    return _physical_name(reference, app, "AWS::SQS::Queue", "QueueName")
+
+
+def _function_name(reference: Any, app: DeployedApp) -> str | None:
+    return _physical_name(reference, app, "AWS::Lambda::Function", "FunctionName")
+
+
+def _physical_name(reference: Any, app: DeployedApp, resource_type: str, key: str) -> str | None:
+    if isinstance(reference, str):
+        return reference.rsplit(":", 1)[-1]
+    logical_id = None
+    if "Fn::GetAtt" in reference:
+        logical_id = reference["Fn::GetAtt"][0]
+    elif "Ref" in reference:
+        logical_id = reference["Ref"]
+    for candidate_id, resource in app.resources(resource_type):
+        if candidate_id == logical_id:
+            return resource["Properties"].get(key)
+    return None

@@ -1,0 +1,89 @@
+"""AWS calls of the decide and request-approval functions: EC2 reads, the approvals table, SNS."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from functools import cache
+from typing import Any, NoReturn
+
+import boto3
+from botocore.exceptions import ClientError
+
+from cloud_sniper.domain.errors import TransientAwsError, is_transient
+
+
+@cache
+def _ec2() -> Any:
+    return boto3.client("ec2")
+
+
+@cache
+def _sns() -> Any:
+    return boto3.client("sns")
+
+
+@cache
+def _table(name: str) -> Any:
+    return boto3.resource("dynamodb").Table(name)
+
+
+def clear_caches() -> None:
+    """Forget clients and the estate's addresses, as a cold start would."""
+    for cached in (_ec2, _sns, _table, estate_addresses):
+        cached.cache_clear()
+
+
+@cache
+def estate_addresses() -> frozenset[str]:
+    """The estate's own public addresses: Elastic IPs and NAT gateway addresses, once per start."""
+    addresses: set[str] = set()
+    try:
+        for address in _ec2().describe_addresses()["Addresses"]:
+            addresses.update(
+                value for value in (address.get("PublicIp"), address.get("CarrierIp")) if value
+            )
+        for page in _ec2().get_paginator("describe_nat_gateways").paginate():
+            for gateway in page["NatGateways"]:
+                addresses.update(
+                    item["PublicIp"]
+                    for item in gateway.get("NatGatewayAddresses", [])
+                    if item.get("PublicIp")
+                )
+    except ClientError as exc:
+        _reraise(exc, "reading the estate's public addresses")
+    return frozenset(addresses)
+
+
+def store_approval(table_name: str, item: dict[str, Any]) -> bool:
+    """Store a pending approval; False when it was already stored (a retried request)."""
+    # DynamoDB takes no floats: numbers go in as Decimal.
+    document = json.loads(json.dumps(item), parse_float=Decimal)
+    try:
+        _table(table_name).put_item(
+            Item=document, ConditionExpression="attribute_not_exists(approval_id)"
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        _reraise(exc, "storing the approval")
+    return True
+
+
+def publish(topic_arn: str, subject: str, message: str) -> str:
+    """Publish a notification to the approval topic; returns the message id."""
+    try:
+        response = _sns().publish(TopicArn=topic_arn, Subject=subject, Message=message)
+    except ClientError as exc:
+        _reraise(exc, "publishing the approval request")
+    return response["MessageId"]
+
+
+def _reraise(exc: ClientError, doing: str) -> NoReturn:
+    """Raise a transient failure as TransientAwsError, for the state machine's Retry."""
+    error = exc.response.get("Error", {})
+    code = error.get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if is_transient(code, status):
+        raise TransientAwsError(f"{doing}: {code}: {error.get('Message', '')}") from exc
+    raise exc

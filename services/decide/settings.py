@@ -1,0 +1,61 @@
+"""Settings of the decide and request-approval functions, read from the environment once."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+from pydantic import Field, ValidationError
+
+import cloud_sniper
+from cloud_sniper.domain.models import Model
+
+# The bundle's root: /var/task in Lambda, the repository when run locally. A relative
+# POLICY_FILE is read from here, whatever the working directory.
+BUNDLE_ROOT = Path(cloud_sniper.__file__).resolve().parent.parent
+DEFAULT_POLICY_FILE = "cloud_sniper/data/policy.json"
+
+Required = Annotated[str, Field(min_length=1)]
+SettingsModel = TypeVar("SettingsModel", bound=Model)
+
+
+class DecideSettings(Model):
+    """The decide function's settings."""
+
+    policy_file: Required = DEFAULT_POLICY_FILE
+
+    @property
+    def policy_path(self) -> Path:
+        return BUNDLE_ROOT / self.policy_file
+
+
+class ApprovalSettings(Model):
+    """The request-approval function's settings."""
+
+    approvals_table: Required
+    approval_topic_arn: Required
+
+
+@cache
+def decide_settings() -> DecideSettings:
+    """The decide function's settings, read at first use."""
+    return _from_env(DecideSettings)
+
+
+@cache
+def approval_settings() -> ApprovalSettings:
+    """The request-approval function's settings, read at first use."""
+    return _from_env(ApprovalSettings)
+
+
+def _from_env(model: type[SettingsModel]) -> SettingsModel:
+    values = {
+        name: os.environ[name.upper()] for name in model.model_fields if name.upper() in os.environ
+    }
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        names = ", ".join(str(error["loc"][0]).upper() for error in exc.errors())
+        raise ValueError(f"invalid or missing environment variables: {names}") from exc

@@ -1,0 +1,511 @@
+"""Apply the blocks a decision asks for, record them with an expiry, and lift them when due."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from functools import partial
+from typing import Literal, Protocol
+
+from aws_lambda_powertools import Logger
+from pydantic import Field
+
+from cloud_sniper.domain.errors import TransientAwsError
+from cloud_sniper.domain.models import (
+    ActionKind,
+    ActionResult,
+    ActionStatus,
+    Decision,
+    Finding,
+    IndicatorKind,
+    Model,
+    PlannedAction,
+)
+from cloud_sniper.domain.nacl_rules import (
+    NaclEntry,
+    NaclRangeFullError,
+    OurRule,
+    RuleRange,
+    allocate_rule_number,
+    inbound,
+    shadowing_allows,
+)
+
+logger = Logger(child=True)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# A deny wider than this would cut off far more than the attacker the decision named.
+MIN_PREFIX_LENGTH = {4: 16, 6: 48}
+
+# How often to look for a free rule number again when a concurrent execution took ours.
+NACL_ALLOCATION_ATTEMPTS = 3
+
+
+class MitigationError(Exception):
+    """An action could not be applied, and retrying it will not help."""
+
+
+class TargetNotFoundError(MitigationError):
+    """Something the action needs (subnet, network ACL, IP set) does not exist in the account."""
+
+
+class RuleNumberTakenError(MitigationError):
+    """The network ACL already holds an inbound entry with that rule number."""
+
+
+class BlockStatus(StrEnum):
+    ACTIVE = "active"
+    REMOVED = "removed"
+
+
+class Block(Model):
+    """A block we applied, as the blocks table records it."""
+
+    block_id: str
+    kind: ActionKind
+    target: str  # the address as the decision named it, also the knowledge base's value
+    cidr: str
+    ip_version: Literal[4, 6]
+    ip_set: str | None = None
+    nacl_id: str | None = None
+    subnet_ids: list[str] = Field(default_factory=list)
+    rule_number: int | None = None
+    incident_id: str
+    finding_id: str
+    action_id: str
+    created_at: datetime
+    expires_at: datetime
+    status: BlockStatus = BlockStatus.ACTIVE
+    removed_at: datetime | None = None
+    removed_reason: Literal["expired", "evicted"] | None = None
+
+    @property
+    def indicator_kind(self) -> IndicatorKind:
+        return IndicatorKind.IPV4 if self.ip_version == 4 else IndicatorKind.IPV6
+
+
+class ExpiryReport(Model):
+    """What an expiry run did."""
+
+    checked: int = 0
+    expired: list[str] = Field(default_factory=list)
+    remaining: int = 0
+    failed: dict[str, str] = Field(default_factory=dict)
+
+
+def waf_block_id(set_name: str, cidr: str) -> str:
+    return f"waf#{set_name}#{cidr}"
+
+
+def nacl_block_id(nacl_id: str, cidr: str) -> str:
+    return f"nacl#{nacl_id}#{cidr}"
+
+
+class IpSets(Protocol):
+    def set_name(self, ip_version: int) -> str: ...
+
+    def add(self, ip_version: int, cidr: str) -> bool: ...
+
+    def remove(self, ip_version: int, cidr: str) -> bool: ...
+
+
+class NetworkAcls(Protocol):
+    def for_subnets(self, subnet_ids: list[str]) -> dict[str, str]: ...
+
+    def entries(self, nacl_id: str) -> list[NaclEntry]: ...
+
+    def create_deny(self, nacl_id: str, rule_number: int, cidr: str) -> None: ...
+
+    def delete_deny(self, nacl_id: str, rule_number: int, cidr: str) -> bool: ...
+
+
+class BlockStore(Protocol):
+    def get(self, block_id: str) -> Block | None: ...
+
+    def put_new(self, block: Block) -> bool: ...
+
+    def active(self, nacl_id: str | None = None) -> list[Block]: ...
+
+    def all(self) -> list[Block]: ...
+
+    def mark_removed(
+        self, block_id: str, reason: Literal["expired", "evicted"], at: datetime
+    ) -> bool: ...
+
+
+class KnowledgeBase(Protocol):
+    def mark_blocked(self, kind: IndicatorKind, value: str, until: datetime) -> bool: ...
+
+    def mark_expired(self, kind: IndicatorKind, value: str, at: datetime) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The adapters and settings the actions work with."""
+
+    ip_sets: IpSets
+    network_acls: NetworkAcls
+    blocks: BlockStore
+    knowledge: KnowledgeBase
+    rule_range: RuleRange
+    default_ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One planned action being applied."""
+
+    finding: Finding
+    action: PlannedAction
+    incident_id: str
+    now: datetime
+    expires_at: datetime
+    ports: Ports
+
+    def result(
+        self,
+        status: ActionStatus,
+        detail: str,
+        block_id: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> ActionResult:
+        return ActionResult(
+            action_id=self.action.id,
+            kind=self.action.kind,
+            target=self.action.target,
+            status=status,
+            detail=detail,
+            block_id=block_id,
+            expires_at=expires_at,
+            at=self.now,
+        )
+
+    def block(self, block_id: str, network: Network, **where: object) -> Block:
+        return Block(
+            block_id=block_id,
+            kind=self.action.kind,
+            target=self.action.target,
+            cidr=str(network),
+            ip_version=network.version,
+            incident_id=self.incident_id,
+            finding_id=self.finding.id,
+            action_id=self.action.id,
+            created_at=self.now,
+            expires_at=self.expires_at,
+            **where,
+        )
+
+
+def apply_actions(
+    finding: Finding,
+    decision: Decision,
+    incident_id: str,
+    dry_run: bool,
+    now: datetime,
+    ports: Ports,
+) -> list[ActionResult]:
+    """Apply each planned action and say what became of it.
+
+    A failing action does not stop the others; a transient AWS error does, so the state machine
+    retries the whole step, which is safe because applying a block twice changes nothing. A NACL
+    block yields one result per network ACL of the resource's subnets.
+    """
+    results: list[ActionResult] = []
+    for action in decision.actions:
+        ttl = action.ttl_seconds or ports.default_ttl_seconds
+        run = _Run(finding, action, incident_id, now, now + timedelta(seconds=ttl), ports)
+        results.extend(_apply(run, dry_run))
+
+    for result in results:
+        logger.info(
+            "action done",
+            extra={
+                "action_id": result.action_id,
+                "action": result.kind.value,
+                "target": result.target,
+                "status": result.status.value,
+                "block_id": result.block_id,
+            },
+        )
+    return results
+
+
+def expire_blocks(now: datetime, ports: Ports) -> ExpiryReport:
+    """Lift every active block whose expiry has passed, and mark it removed."""
+    active = ports.blocks.active()
+    due = sorted((block for block in active if block.expires_at <= now), key=_expiry_order)
+    report = ExpiryReport(checked=len(active), remaining=len(active) - len(due))
+
+    for block in due:
+        # One block that cannot be lifted must not keep the others in place; the next run
+        # tries it again since it stays active.
+        try:
+            _lift(block, now, ports)
+        except Exception as exc:
+            logger.exception("block expiry failed", extra={"block_id": block.block_id})
+            report.failed[block.block_id] = f"{type(exc).__name__}: {exc}"
+        else:
+            report.expired.append(block.block_id)
+
+    logger.info(
+        "expiry done",
+        extra={
+            "checked": report.checked,
+            "expired": len(report.expired),
+            "remaining": report.remaining,
+            "failed": len(report.failed),
+        },
+    )
+    return report
+
+
+def list_blocks(ports: Ports, active_only: bool = True) -> list[Block]:
+    """The recorded blocks, oldest first."""
+    blocks = ports.blocks.active() if active_only else ports.blocks.all()
+    return sorted(blocks, key=lambda block: (block.created_at, block.block_id))
+
+
+def _apply(run: _Run, dry_run: bool) -> list[ActionResult]:
+    try:
+        network = _network(run.action.target)
+    except MitigationError as exc:
+        return [run.result(ActionStatus.FAILED, str(exc))]
+
+    if dry_run:
+        return [_plan(run, network)]
+    if run.action.kind is ActionKind.WAF_BLOCK:
+        return [_guarded(run, partial(_block_in_waf, run, network))]
+    return _block_in_nacls(run, network)
+
+
+def _guarded(run: _Run, apply: Callable[[], ActionResult]) -> ActionResult:
+    """Turn a permanent failure of one block into its result; transient errors go up."""
+    try:
+        return apply()
+    except TargetNotFoundError as exc:
+        return run.result(ActionStatus.NOT_FOUND, str(exc))
+    except (MitigationError, NaclRangeFullError) as exc:
+        logger.warning("action failed", extra={"action_id": run.action.id, "error": str(exc)})
+        return run.result(ActionStatus.FAILED, str(exc))
+
+
+def _network(target: str) -> Network:
+    try:
+        network = ipaddress.ip_network(target.strip())
+    except ValueError as exc:
+        raise MitigationError(f"target {target!r} is not an IP address or network") from exc
+    if network.prefixlen < MIN_PREFIX_LENGTH[network.version]:
+        raise MitigationError(
+            f"target {target} is wider than /{MIN_PREFIX_LENGTH[network.version]}; "
+            "only addresses and small networks are blocked"
+        )
+    return network
+
+
+def _plan(run: _Run, network: Network) -> ActionResult:
+    if run.action.kind is ActionKind.WAF_BLOCK:
+        set_name = run.ports.ip_sets.set_name(network.version)
+        return run.result(
+            ActionStatus.PLANNED,
+            f"dry run: would add {network} to WAF IP set {set_name}",
+            block_id=waf_block_id(set_name, str(network)),
+            expires_at=run.expires_at,
+        )
+    subnets = ", ".join(run.finding.resource.subnet_ids) or "none named by the finding"
+    return run.result(
+        ActionStatus.PLANNED,
+        f"dry run: would deny {network} inbound in the network ACLs of subnets {subnets}",
+        expires_at=run.expires_at,
+    )
+
+
+def _block_in_waf(run: _Run, network: Network) -> ActionResult:
+    ports, cidr = run.ports, str(network)
+    set_name = ports.ip_sets.set_name(network.version)
+    block_id = waf_block_id(set_name, cidr)
+    existing = ports.blocks.get(block_id)
+    if existing is not None and existing.status is BlockStatus.ACTIVE:
+        return _already_active(run, existing)
+
+    added = ports.ip_sets.add(network.version, cidr)
+
+    block = run.block(block_id, network, ip_set=set_name)
+    if not _record(run, block):
+        return _already_active(run, block)
+    if added:
+        detail = f"added {cidr} to WAF IP set {set_name}"
+        return run.result(ActionStatus.APPLIED, detail, block_id, block.expires_at)
+    # Only Cloud Sniper writes these sets: the address is ours, left by an attempt that failed
+    # before recording it, so it is recorded now to be lifted in time.
+    detail = f"{cidr} was already in WAF IP set {set_name}; recorded with an expiry"
+    return run.result(ActionStatus.ALREADY_APPLIED, detail, block_id, block.expires_at)
+
+
+def _block_in_nacls(run: _Run, network: Network) -> list[ActionResult]:
+    resource = run.finding.resource
+    if not resource.subnet_ids:
+        what = resource.instance_id or resource.kind
+        detail = f"the finding names no subnet for {what}, so no network ACL to write"
+        return [run.result(ActionStatus.NOT_FOUND, detail)]
+
+    nacl_of = run.ports.network_acls.for_subnets(resource.subnet_ids)
+    results = [
+        run.result(
+            ActionStatus.NOT_FOUND,
+            f"subnet {subnet_id} not found: no network ACL is associated with it",
+        )
+        for subnet_id in resource.subnet_ids
+        if subnet_id not in nacl_of
+    ]
+
+    subnets_of: dict[str, list[str]] = {}
+    for subnet_id, nacl_id in nacl_of.items():
+        subnets_of.setdefault(nacl_id, []).append(subnet_id)
+    for nacl_id, subnet_ids in sorted(subnets_of.items()):
+        apply = partial(_block_in_nacl, run, network, nacl_id, subnet_ids)
+        results.append(_guarded(run, apply))
+    return results
+
+
+def _block_in_nacl(
+    run: _Run, network: Network, nacl_id: str, subnet_ids: list[str]
+) -> ActionResult:
+    ports, cidr = run.ports, str(network)
+    block_id = nacl_block_id(nacl_id, cidr)
+    existing = ports.blocks.get(block_id)
+    if existing is not None and existing.status is BlockStatus.ACTIVE:
+        return _already_active(run, existing)
+
+    for _ in range(NACL_ALLOCATION_ATTEMPTS):
+        entries = inbound(ports.network_acls.entries(nacl_id))
+        present = next((entry for entry in entries if entry.denies(cidr)), None)
+        if present is not None:
+            return _adopt(run, network, nacl_id, subnet_ids, present)
+
+        allocation = allocate_rule_number(
+            ports.rule_range,
+            [entry.rule_number for entry in entries],
+            _ours(ports, nacl_id, entries),
+        )
+        if allocation.evicted is not None:
+            _evict(run, nacl_id, allocation.evicted.block_id)
+        try:
+            ports.network_acls.create_deny(nacl_id, allocation.rule_number, cidr)
+        except RuleNumberTakenError:
+            # Another execution wrote that number between our read and our write: read again.
+            logger.info(
+                "rule number taken", extra={"nacl_id": nacl_id, "rule": allocation.rule_number}
+            )
+            continue
+        break
+    else:
+        raise TransientAwsError(f"the inbound rule numbers of {nacl_id} kept changing")
+
+    block = run.block(
+        block_id,
+        network,
+        nacl_id=nacl_id,
+        subnet_ids=subnet_ids,
+        rule_number=allocation.rule_number,
+    )
+    if not _record(run, block):
+        return _already_active(run, block)
+    detail = f"denied {cidr} inbound in {nacl_id} with rule {allocation.rule_number}"
+    if allocation.evicted is not None:
+        detail += f"; evicted the oldest block {allocation.evicted.block_id} to free the number"
+    return run.result(
+        ActionStatus.APPLIED,
+        detail + _shadow_note(entries, cidr, allocation.rule_number),
+        block_id,
+        block.expires_at,
+    )
+
+
+def _adopt(
+    run: _Run, network: Network, nacl_id: str, subnet_ids: list[str], entry: NaclEntry
+) -> ActionResult:
+    """Account for a deny entry of that CIDR the network ACL already holds."""
+    cidr = str(network)
+    if entry.rule_number not in run.ports.rule_range:
+        detail = f"{cidr} is already denied in {nacl_id} by rule {entry.rule_number}, not ours"
+        return run.result(ActionStatus.ALREADY_APPLIED, detail)
+
+    # Inside our range it is ours, left by an attempt that failed before recording it.
+    block_id = nacl_block_id(nacl_id, cidr)
+    block = run.block(
+        block_id, network, nacl_id=nacl_id, subnet_ids=subnet_ids, rule_number=entry.rule_number
+    )
+    if not _record(run, block):
+        return _already_active(run, block)
+    detail = f"{cidr} was already denied in {nacl_id} by rule {entry.rule_number}; recorded"
+    return run.result(ActionStatus.ALREADY_APPLIED, detail, block_id, block.expires_at)
+
+
+def _ours(ports: Ports, nacl_id: str, entries: list[NaclEntry]) -> list[OurRule]:
+    """Our active blocks in that network ACL whose entry is still there to evict."""
+    by_number = {entry.rule_number: entry for entry in entries}
+    ours = []
+    for block in ports.blocks.active(nacl_id=nacl_id):
+        entry = by_number.get(block.rule_number)
+        if entry is not None and entry.denies(block.cidr):
+            ours.append(OurRule(block.block_id, entry.rule_number, block.created_at))
+    return ours
+
+
+def _evict(run: _Run, nacl_id: str, block_id: str) -> None:
+    # The knowledge base keeps the indicator "active": its other blocks (WAF, other subnets)
+    # usually still hold, and the expiry run settles the state when blocked_until passes.
+    ports = run.ports
+    block = ports.blocks.get(block_id)
+    if block is None or block.rule_number is None:
+        raise MitigationError(f"block {block_id} to evict is no longer recorded")
+    ports.network_acls.delete_deny(nacl_id, block.rule_number, block.cidr)
+    ports.blocks.mark_removed(block_id, "evicted", run.now)
+    logger.warning(
+        "block evicted",
+        extra={"block_id": block_id, "nacl_id": nacl_id, "rule": block.rule_number},
+    )
+
+
+def _record(run: _Run, block: Block) -> bool:
+    """Note the block in the knowledge base, then record it; False when it was recorded first."""
+    run.ports.knowledge.mark_blocked(block.indicator_kind, block.target, block.expires_at)
+    return run.ports.blocks.put_new(block)
+
+
+def _already_active(run: _Run, block: Block) -> ActionResult:
+    detail = (
+        f"{block.cidr} is already blocked ({block.block_id}) until {block.expires_at.isoformat()}"
+    )
+    return run.result(ActionStatus.ALREADY_APPLIED, detail, block.block_id, block.expires_at)
+
+
+def _shadow_note(entries: list[NaclEntry], cidr: str, rule_number: int) -> str:
+    shadowing = shadowing_allows(entries, cidr, rule_number)
+    if not shadowing:
+        return ""
+    numbers = ", ".join(str(number) for number in shadowing)
+    return f"; inbound allow rule(s) {numbers} come first and may still let it in"
+
+
+def _lift(block: Block, now: datetime, ports: Ports) -> None:
+    try:
+        if block.kind is ActionKind.WAF_BLOCK:
+            ports.ip_sets.remove(block.ip_version, block.cidr)
+        elif block.nacl_id is not None and block.rule_number is not None:
+            ports.network_acls.delete_deny(block.nacl_id, block.rule_number, block.cidr)
+    except TargetNotFoundError as exc:
+        # The IP set or network ACL is gone, and the block with it.
+        logger.warning("block target gone", extra={"block_id": block.block_id, "error": str(exc)})
+
+    ports.knowledge.mark_expired(block.indicator_kind, block.target, now)
+    ports.blocks.mark_removed(block.block_id, "expired", now)
+    logger.info("block expired", extra={"block_id": block.block_id})
+
+
+def _expiry_order(block: Block) -> tuple[datetime, str]:
+    return block.expires_at, block.block_id

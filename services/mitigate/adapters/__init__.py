@@ -1,0 +1,40 @@
+"""The AWS side of the mitigate service: WAF IP sets, network ACLs, blocks and knowledge base."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+
+from services.mitigate.actions import Ports
+from services.mitigate.adapters.blocks import DynamoBlockStore
+from services.mitigate.adapters.knowledge import DynamoKnowledgeBase
+from services.mitigate.adapters.nacl import Ec2NetworkAcls
+from services.mitigate.adapters.waf import WafIpSets
+from services.mitigate.settings import Settings
+
+__all__ = [
+    "DynamoBlockStore",
+    "DynamoKnowledgeBase",
+    "Ec2NetworkAcls",
+    "WafIpSets",
+    "build_ports",
+]
+
+
+def build_ports(settings: Settings, session: Any = None) -> Ports:
+    """Create the clients and the adapters over them; call once per cold start."""
+    session = session or boto3.session.Session()
+    dynamodb = session.resource("dynamodb")
+    return Ports(
+        ip_sets=WafIpSets(
+            session.client("wafv2"),
+            scope=settings.waf_scope,
+            names={4: settings.waf_ipv4_set_name, 6: settings.waf_ipv6_set_name},
+        ),
+        network_acls=Ec2NetworkAcls(session.client("ec2")),
+        blocks=DynamoBlockStore(dynamodb.Table(settings.blocks_table)),
+        knowledge=DynamoKnowledgeBase(dynamodb.Table(settings.indicators_table)),
+        rule_range=settings.nacl_rule_range,
+        default_ttl_seconds=settings.default_block_ttl_seconds,
+    )

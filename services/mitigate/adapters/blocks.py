@@ -1,0 +1,119 @@
+"""The blocks table: one item per block we applied, active until lifted."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import BotoCoreError, ClientError
+
+from services.mitigate.actions import Block, BlockStatus
+from services.mitigate.adapters._aws import aws_error, error_code
+
+# A removed block stays readable this long for reports, then DynamoDB's TTL deletes it. Active
+# blocks carry no TTL: deleting one before the expiry run lifted it would leave it in place.
+REMOVED_RETENTION = timedelta(days=90)
+TTL_ATTRIBUTE = "ttl"
+
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+class DynamoBlockStore:
+    """Reads and writes Block items in the blocks table (a boto3 Table resource)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, block_id: str) -> Block | None:
+        """The block with that id, active or removed."""
+        try:
+            response = self._table.get_item(Key={"block_id": block_id}, ConsistentRead=True)
+        except (ClientError, BotoCoreError) as exc:
+            raise aws_error(exc, f"GetItem {block_id}") from exc
+        item = response.get("Item")
+        return _block(item) if item else None
+
+    def put_new(self, block: Block) -> bool:
+        """Record a block; False when an active block with that id is already recorded."""
+        item = block.model_dump(mode="json", exclude_none=True)
+        item["expires_at_epoch"] = int(block.expires_at.timestamp())
+        try:
+            self._table.put_item(
+                Item=item,
+                ConditionExpression="attribute_not_exists(block_id) OR #status <> :active",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":active": BlockStatus.ACTIVE.value},
+            )
+        except ClientError as exc:
+            if error_code(exc) == _CONDITION_FAILED:
+                return False
+            raise aws_error(exc, f"PutItem {block.block_id}") from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, f"PutItem {block.block_id}") from exc
+        return True
+
+    def active(self, nacl_id: str | None = None) -> list[Block]:
+        """The active blocks, of one network ACL when named."""
+        condition = Attr("status").eq(BlockStatus.ACTIVE.value)
+        if nacl_id is not None:
+            condition = condition & Attr("nacl_id").eq(nacl_id)
+        return self._scan(condition)
+
+    def all(self) -> list[Block]:
+        """Every recorded block, active or removed."""
+        return self._scan(None)
+
+    def mark_removed(
+        self, block_id: str, reason: Literal["expired", "evicted"], at: datetime
+    ) -> bool:
+        """Mark an active block removed; False when it was not active any more."""
+        try:
+            self._table.update_item(
+                Key={"block_id": block_id},
+                UpdateExpression=(
+                    "SET #status = :removed, removed_at = :at, removed_reason = :reason, #ttl = :ttl"
+                ),
+                ConditionExpression="#status = :active",
+                ExpressionAttributeNames={"#status": "status", "#ttl": TTL_ATTRIBUTE},
+                ExpressionAttributeValues={
+                    ":removed": BlockStatus.REMOVED.value,
+                    ":active": BlockStatus.ACTIVE.value,
+                    ":at": at.isoformat(),
+                    ":reason": reason,
+                    ":ttl": int((at + REMOVED_RETENTION).timestamp()),
+                },
+            )
+        except ClientError as exc:
+            if error_code(exc) == _CONDITION_FAILED:
+                return False
+            raise aws_error(exc, f"UpdateItem {block_id}") from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, f"UpdateItem {block_id}") from exc
+        return True
+
+    def _scan(self, condition: Any) -> list[Block]:
+        params: dict[str, Any] = {"ConsistentRead": True}
+        if condition is not None:
+            params["FilterExpression"] = condition
+        blocks = []
+        while True:
+            try:
+                page = self._table.scan(**params)
+            except (ClientError, BotoCoreError) as exc:
+                raise aws_error(exc, "Scan blocks") from exc
+            blocks.extend(_block(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return blocks
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _block(item: dict[str, Any]) -> Block:
+    # The table also holds what only DynamoDB needs (epoch, TTL); numbers come back as Decimal.
+    fields = {
+        key: int(value) if isinstance(value, Decimal) else value
+        for key, value in item.items()
+        if key in Block.model_fields
+    }
+    return Block.model_validate(fields)
