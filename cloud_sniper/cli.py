@@ -369,7 +369,7 @@ def _json_document(results: list[Any], rejected: list[tuple[str, str]]) -> dict[
     for result in results:
         finding = result.submission.finding
         decision = result.decision or {}
-        incident = (result.incident or {}).get("incident", {})
+        incident = result.incident or {}
         actions = incident.get("actions") or [
             {"kind": action["kind"], "target": action["target"], "status": "awaiting_approval"}
             for action in decision.get("actions", [])

@@ -161,7 +161,7 @@ def _describe(clients: Any, result: Result) -> None:
 
 
 def _incident_document(clients: Any, report_output: dict[str, Any]) -> dict[str, Any] | None:
-    key = next((k for k in report_output.get("report_keys", []) if k.endswith(".json")), None)
+    key = report_output.get("report_keys", {}).get("json")
     if key is None:
         return None
     bucket = reports_bucket(clients)
@@ -190,7 +190,7 @@ def download_reports(clients: Any, result: Result, out_dir: Path) -> list[Path]:
         return []
     s3 = clients("s3")
     bucket = reports_bucket(clients)
-    incident_id = result.incident["incident"]["incident_id"]
+    incident_id = result.incident["incident_id"]
     prefix = f"reports/{incident_id}/{result.submission.execution_name}"
     files = []
     for suffix in (".json", ".md"):

@@ -28,6 +28,7 @@ from cloud_sniper.domain.models import (
     Model,
     Outcome,
     Resource,
+    severity_label,
 )
 
 REPORT_SCHEMA = "cloud-sniper/incident-report"
@@ -231,12 +232,14 @@ def summarize(incident: Incident) -> FindingSummary:
 
     raw = raw_finding(incident.event)
     severity = _first(raw, "severity", "Severity")
+    if not isinstance(severity, int | float) or isinstance(severity, bool):
+        severity = None
     resource = _first(raw, "resource", "Resource")
     return FindingSummary(
         id=_text(_first(raw, "id", "Id")),
         type=_text(_first(raw, "type", "Type")),
-        severity=severity if isinstance(severity, int | float) else None,
-        severity_label=None,
+        severity=severity,
+        severity_label=severity_label(severity).value if severity is not None else None,
         title=_text(_first(raw, "title", "Title")),
         account_id=_text(_first(raw, "accountId", "AccountId", "account_id")),
         region=_text(_first(raw, "region", "Region")),

@@ -1,0 +1,198 @@
+"""The report service's AWS side: incidents and approvals tables, reports bucket, event bus."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import boto3
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from cloud_sniper.domain import naming
+from cloud_sniper.domain.errors import TransientAwsError, is_transient
+from cloud_sniper.domain.models import ApprovalStatus
+
+# Reports written for the same incident at once by several executions retry their write.
+WRITE_ATTEMPTS = 3
+
+
+class EventNotPublishedError(RuntimeError):
+    """EventBridge refused the incident-reported event for a reason a retry will not change."""
+
+
+def dynamodb_table(name: str) -> Any:
+    """A DynamoDB table, through a resource created on first use."""
+    return boto3.resource("dynamodb").Table(name)
+
+
+def s3_client() -> Any:
+    """An S3 client, created on first use."""
+    return boto3.client("s3")
+
+
+def events_client() -> Any:
+    """An EventBridge client, created on first use."""
+    return boto3.client("events")
+
+
+class IncidentsTable:
+    """The incidents table: one item per finding, key incident_id."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def upsert(
+        self,
+        incident_id: str,
+        merge: Callable[[Mapping[str, Any] | None], dict[str, Any] | None],
+    ) -> dict[str, Any] | None:
+        """Replace the stored item by merge(stored item); read again if another report wrote.
+
+        merge returns None to leave the stored item as it is.
+        """
+        key = {"incident_id": incident_id}
+        for _ in range(WRITE_ATTEMPTS):
+            with _translated("dynamodb GetItem"):
+                previous = self._table.get_item(Key=key, ConsistentRead=True).get("Item")
+            item = merge(previous)
+            if item is None:
+                return None
+
+            condition, values = _unchanged_since(previous)
+            try:
+                with _translated("dynamodb PutItem"):
+                    self._table.put_item(Item=item, ConditionExpression=condition, **values)
+            except ClientError as exc:
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                continue
+            return item
+        raise TransientAwsError(f"incident {incident_id} changed during every write attempt")
+
+
+class ApprovalsTable:
+    """The approvals table: key approval_id; items name their incident_id and execution_name."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def time_out(self, incident_id: str, execution_name: str, at: datetime) -> list[str]:
+        """Mark the execution's approvals still pending as timed out; return their ids.
+
+        An approval answered in the meantime keeps its answer.
+        """
+        timed_out = []
+        for approval_id in self._approval_ids(incident_id, execution_name):
+            try:
+                with _translated("dynamodb UpdateItem"):
+                    self._table.update_item(
+                        Key={"approval_id": approval_id},
+                        UpdateExpression="SET #status = :timed_out, timed_out_at = :at",
+                        ConditionExpression="#status = :pending",
+                        ExpressionAttributeNames={"#status": "status"},
+                        ExpressionAttributeValues={
+                            ":timed_out": ApprovalStatus.TIMED_OUT.value,
+                            ":pending": ApprovalStatus.PENDING.value,
+                            ":at": at.isoformat(),
+                        },
+                    )
+            except ClientError as exc:
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                continue
+            timed_out.append(approval_id)
+        return timed_out
+
+    def _approval_ids(self, incident_id: str, execution_name: str) -> Iterator[str]:
+        # TODO(approvals): the approval id is not derivable from the execution, so this scans
+        # the table (needs dynamodb:Scan). Derive the id from the execution name in
+        # request-approval, or add an index on execution_name, and read the item directly.
+        arguments: dict[str, Any] = {
+            "FilterExpression": Attr("execution_name").eq(execution_name)
+            & Attr("incident_id").eq(incident_id),
+            "ProjectionExpression": "approval_id",
+        }
+        while True:
+            with _translated("dynamodb Scan"):
+                page = self._table.scan(**arguments)
+            for item in page.get("Items", []):
+                yield item["approval_id"]
+            if "LastEvaluatedKey" not in page:
+                return
+            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class ReportsBucket:
+    """The reports bucket."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self._client = client
+        self.name = bucket
+
+    def put(self, key: str, body: str, content_type: str) -> None:
+        """Write one report; writing it again replaces it with the same content."""
+        with _translated("s3 PutObject"):
+            self._client.put_object(
+                Bucket=self.name, Key=key, Body=body.encode(), ContentType=content_type
+            )
+
+
+class EventBus:
+    """The project's event bus."""
+
+    def __init__(self, client: Any, bus_name: str) -> None:
+        self._client = client
+        self._bus_name = bus_name
+
+    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        """Put one event from the project's source on the bus."""
+        entry = {
+            "Source": naming.EVENT_SOURCE,
+            "DetailType": detail_type,
+            "Detail": json.dumps(detail),
+            "EventBusName": self._bus_name,
+        }
+        with _translated("events PutEvents"):
+            response = self._client.put_events(Entries=[entry])
+        if not response.get("FailedEntryCount"):
+            return
+
+        [failed] = response["Entries"]
+        code = failed.get("ErrorCode", "")
+        if is_transient(code):
+            raise TransientAwsError(f"events PutEvents: {code}")
+        raise EventNotPublishedError(f"{code}: {failed.get('ErrorMessage', '')}")
+
+
+def _unchanged_since(previous: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    # Every new execution raises deliveries, so an unchanged count means no report came between.
+    if previous is None:
+        return "attribute_not_exists(incident_id)", {}
+    if "deliveries" not in previous:
+        return "attribute_not_exists(deliveries)", {}
+    return "deliveries = :deliveries", {
+        "ExpressionAttributeValues": {":deliveries": previous["deliveries"]}
+    }
+
+
+def _error_code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+@contextmanager
+def _translated(operation: str) -> Iterator[None]:
+    """Raise throttling, service and connection errors as TransientAwsError; others as they are."""
+    try:
+        yield
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if is_transient(_error_code(exc), status):
+            raise TransientAwsError(f"{operation}: {_error_code(exc)}") from exc
+        raise
+    except (BotoConnectionError, HTTPClientError) as exc:
+        raise TransientAwsError(f"{operation}: {exc}") from exc

@@ -1,0 +1,94 @@
+"""Lambda entry point of the report step: the incident recorded, written up and announced."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from cloud_sniper.domain import naming
+from services.report import incident as incidents
+from services.report.adapters import (
+    ApprovalsTable,
+    EventBus,
+    IncidentsTable,
+    ReportsBucket,
+    dynamodb_table,
+    events_client,
+    s3_client,
+)
+from services.report.settings import Settings
+
+logger = Logger()
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """Where the report step reads and writes."""
+
+    incidents: IncidentsTable
+    approvals: ApprovalsTable
+    bucket: ReportsBucket
+    bus: EventBus
+
+
+@functools.cache
+def _dependencies() -> Dependencies:
+    # Built at the first invocation, not at import: the local runtime imports under moto.
+    settings = Settings.from_env()
+    return Dependencies(
+        incidents=IncidentsTable(dynamodb_table(settings.incidents_table)),
+        approvals=ApprovalsTable(dynamodb_table(settings.approvals_table)),
+        bucket=ReportsBucket(s3_client(), settings.reports_bucket),
+        bus=EventBus(events_client(), settings.event_bus_name),
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+def report(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Record the execution's incident, write its reports and announce it on the project bus."""
+    request = incidents.ReportRequest.model_validate(event)
+    incident = incidents.build_incident(request, datetime.now(UTC))
+    logger.append_keys(incident_id=incident.incident_id, execution_name=request.execution_name)
+    if request.state.model_extra:
+        logger.warning(
+            "unknown state keys ignored", extra={"keys": sorted(request.state.model_extra)}
+        )
+    dependencies = _dependencies()
+
+    if request.state.approval_error is not None:
+        timed_out = dependencies.approvals.time_out(
+            incident.incident_id, request.execution_name, incident.reported_at
+        )
+        logger.info("approval timed out", extra={"approval_ids": timed_out})
+
+    keys = incidents.report_keys(incident)
+    dependencies.bucket.put(keys.json, incidents.render_json(incident), "application/json")
+    dependencies.bucket.put(
+        keys.markdown, incidents.render_markdown(incident), "text/markdown; charset=utf-8"
+    )
+    item = dependencies.incidents.upsert(
+        incident.incident_id, lambda previous: incidents.incident_item(incident, keys, previous)
+    )
+    dependencies.bus.publish(
+        naming.INCIDENT_REPORTED_DETAIL_TYPE,
+        incidents.event_detail(incident, keys, dependencies.bucket.name),
+    )
+
+    logger.info(
+        "incident reported",
+        extra={
+            "outcome": incident.outcome.value,
+            "deliveries": item["deliveries"] if item else None,
+            "record_kept": item is None,
+        },
+    )
+    return {
+        "incident_id": incident.incident_id,
+        "outcome": incident.outcome.value,
+        "report_keys": {"json": keys.json, "markdown": keys.markdown},
+    }

@@ -1,0 +1,289 @@
+"""The report handler against emulated tables, bucket and event bus."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from cloud_sniper.domain import naming
+from cloud_sniper.domain.errors import TransientAwsError
+from services.report import handler as report_handler
+from services.report.adapters import EventBus, EventNotPublishedError, IncidentsTable
+from services.report.incident import read_json
+
+BUCKET = "cloud-sniper-reports-111122223333-us-east-1"
+INCIDENT_ID = "inc-0f1e2d3c4b5a6978"
+
+
+@dataclass
+class Context:
+    function_name: str = "cloud-sniper-report"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:111122223333:function:cloud-sniper-report"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass
+class Account:
+    incidents: object
+    approvals: object
+    s3: object
+    sqs: object
+    queue_url: str
+
+
+def create_table(name: str, key: str):
+    return boto3.resource("dynamodb").create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+@pytest.fixture
+def account(monkeypatch):
+    monkeypatch.setenv("INCIDENTS_TABLE", naming.INCIDENTS_TABLE)
+    monkeypatch.setenv("APPROVALS_TABLE", naming.APPROVALS_TABLE)
+    monkeypatch.setenv("REPORTS_BUCKET", BUCKET)
+    monkeypatch.setenv("EVENT_BUS_NAME", naming.EVENT_BUS)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "report")
+    report_handler._dependencies.cache_clear()
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+
+        # A rule on the project bus sends incident events to a queue the test reads.
+        sqs = boto3.client("sqs")
+        queue_url = sqs.create_queue(QueueName="incident-events")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        events = boto3.client("events")
+        events.create_event_bus(Name=naming.EVENT_BUS)
+        events.put_rule(
+            Name="incident-reported",
+            EventBusName=naming.EVENT_BUS,
+            EventPattern=json.dumps(
+                {
+                    "source": [naming.EVENT_SOURCE],
+                    "detail-type": [naming.INCIDENT_REPORTED_DETAIL_TYPE],
+                }
+            ),
+        )
+        events.put_targets(
+            Rule="incident-reported",
+            EventBusName=naming.EVENT_BUS,
+            Targets=[{"Id": "queue", "Arn": queue_arn}],
+        )
+
+        yield Account(
+            incidents=create_table(naming.INCIDENTS_TABLE, "incident_id"),
+            approvals=create_table(naming.APPROVALS_TABLE, "approval_id"),
+            s3=s3,
+            sqs=sqs,
+            queue_url=queue_url,
+        )
+    report_handler._dependencies.cache_clear()
+
+
+@pytest.fixture
+def mitigated(event):
+    return lambda: copy.deepcopy(event("report-request-mitigated.json"))
+
+
+def received_events(account: Account) -> list[dict]:
+    messages = account.sqs.receive_message(
+        QueueUrl=account.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+    ).get("Messages", [])
+    return [json.loads(message["Body"]) for message in messages]
+
+
+def read_object(account: Account, key: str) -> tuple[str, str]:
+    stored = account.s3.get_object(Bucket=BUCKET, Key=key)
+    return stored["Body"].read().decode(), stored["ContentType"]
+
+
+def test_report_records_writes_and_announces_the_incident(account, mitigated):
+    # Given a mitigated execution
+    request = mitigated()
+
+    # When it is reported
+    result = report_handler.report(request, Context())
+
+    # Then the handler answers with the incident, its outcome and its reports
+    base = f"reports/{INCIDENT_ID}/{request['execution_name']}"
+    assert result == {
+        "incident_id": INCIDENT_ID,
+        "outcome": "mitigated",
+        "report_keys": {"json": f"{base}.json", "markdown": f"{base}.md"},
+    }
+
+    # And both reports are in the bucket
+    document, content_type = read_object(account, f"{base}.json")
+    assert content_type == "application/json"
+    assert read_json(document).outcome.value == "mitigated"
+    markdown, content_type = read_object(account, f"{base}.md")
+    assert content_type.startswith("text/markdown")
+    assert markdown.startswith(f"# Incident {INCIDENT_ID}: mitigated")
+
+    # And the incident is recorded
+    item = account.incidents.get_item(Key={"incident_id": INCIDENT_ID})["Item"]
+    assert item["outcome"] == "mitigated"
+    assert item["deliveries"] == 1
+    assert item["report_markdown_key"] == f"{base}.md"
+    assert read_json(item["report"]).incident_id == INCIDENT_ID
+
+    # And the event is on the project bus
+    [bus_event] = received_events(account)
+    assert bus_event["source"] == "cloud-sniper"
+    assert bus_event["detail-type"] == "Cloud Sniper Incident Reported"
+    detail = bus_event["detail"]
+    assert detail["incident_id"] == INCIDENT_ID
+    assert detail["finding"]["type"] == "UnauthorizedAccess:EC2/SSHBruteForce"
+    assert (detail["decision_mode"], detail["outcome"]) == ("auto", "mitigated")
+    assert [action["status"] for action in detail["actions"]] == ["applied", "already_applied"]
+    assert detail["report_keys"] == result["report_keys"]
+    assert detail["report_bucket"] == BUCKET
+
+
+def test_a_retried_report_is_idempotent_and_a_new_execution_counts(account, mitigated):
+    # Given an execution already reported
+    request = mitigated()
+    report_handler.report(request, Context())
+
+    # When its report is retried, then a later execution of the same finding reports
+    report_handler.report(request, Context())
+    later = mitigated()
+    later["execution_name"] = "7ac6b5b0d9e1f2a3b4c5d6e7f8a9b0c1-20240501T163000-9f8e7d6c"
+    later["execution_started_at"] = "2024-05-01T16:30:08Z"
+    report_handler.report(later, Context())
+
+    # Then the record counts two deliveries and shows the later one
+    item = account.incidents.get_item(Key={"incident_id": INCIDENT_ID})["Item"]
+    assert item["deliveries"] == 2
+    assert item["execution_name"] == later["execution_name"]
+    keys = account.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"reports/{INCIDENT_ID}/")
+    assert len(keys["Contents"]) == 4
+
+
+def test_an_approval_timeout_marks_the_pending_approval(account, mitigated):
+    # Given an approval request for this execution nobody answered, and others
+    request = mitigated()
+    name = request["execution_name"]
+    state = request["state"]
+    state["decision"]["mode"] = "approval"
+    del state["mitigation"]
+    state["approval_error"] = {"Error": "States.Timeout", "Cause": ""}
+    approvals = [
+        ("apr-this", name, "pending"),
+        ("apr-other-execution", "another-execution", "pending"),
+        ("apr-answered", name, "approved"),
+    ]
+    for approval_id, execution_name, status in approvals:
+        account.approvals.put_item(
+            Item={
+                "approval_id": approval_id,
+                "incident_id": INCIDENT_ID,
+                "execution_name": execution_name,
+                "status": status,
+            }
+        )
+
+    # When it is reported
+    result = report_handler.report(request, Context())
+
+    # Then the incident timed out and only this execution's pending approval is marked so
+    assert result["outcome"] == "timed_out"
+    statuses = {item["approval_id"]: item["status"] for item in account.approvals.scan()["Items"]}
+    assert statuses == {
+        "apr-this": "timed_out",
+        "apr-other-execution": "pending",
+        "apr-answered": "approved",
+    }
+    this = account.approvals.get_item(Key={"approval_id": "apr-this"})["Item"]
+    assert this["timed_out_at"]
+
+
+def test_an_unread_delivery_is_still_reported(account, event):
+    # Given an execution whose ingest step failed
+    request = event("report-request-ingest-failed.json")
+
+    # When it is reported
+    result = report_handler.report(request, Context())
+
+    # Then the incident is recorded as failed, from the raw event
+    assert result["outcome"] == "failed"
+    item = account.incidents.get_item(Key={"incident_id": INCIDENT_ID})["Item"]
+    assert item["finding_type"] == "UnauthorizedAccess:EC2/SSHBruteForce"
+    [bus_event] = received_events(account)
+    assert bus_event["detail"]["decision_mode"] is None
+    assert bus_event["detail"]["finding"]["id"] == "7ac6b5b0d9e1f2a3b4c5d6e7f8a9b0c1"
+
+
+class FailingEvents:
+    """An EventBridge client that refuses every entry with the given code."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def put_events(self, Entries):  # noqa: N803 - boto3's parameter name
+        return {
+            "FailedEntryCount": 1,
+            "Entries": [{"ErrorCode": self.code, "ErrorMessage": "refused"}],
+        }
+
+
+def test_a_throttled_event_is_transient():
+    # Given a bus that throttles
+    bus = EventBus(FailingEvents("ThrottlingException"), naming.EVENT_BUS)
+
+    # When / Then the state machine's Retry can match the error
+    with pytest.raises(TransientAwsError):
+        bus.publish(naming.INCIDENT_REPORTED_DETAIL_TYPE, {"incident_id": INCIDENT_ID})
+
+
+def test_a_refused_event_is_an_error():
+    # Given a bus that refuses the entry for good
+    bus = EventBus(FailingEvents("AccessDeniedException"), naming.EVENT_BUS)
+
+    # When / Then
+    with pytest.raises(EventNotPublishedError, match="AccessDeniedException"):
+        bus.publish(naming.INCIDENT_REPORTED_DETAIL_TYPE, {"incident_id": INCIDENT_ID})
+
+
+def test_a_report_written_concurrently_is_not_lost(account):
+    # Given a recorded incident
+    table = IncidentsTable(account.incidents)
+    account.incidents.put_item(
+        Item={"incident_id": "inc-1", "deliveries": 1, "execution_names": {"run-1"}}
+    )
+    reads = []
+
+    def merge(previous):
+        reads.append(previous)
+        if len(reads) == 1:
+            # Another execution's report lands between this read and this write.
+            account.incidents.put_item(
+                Item={
+                    "incident_id": "inc-1",
+                    "deliveries": 2,
+                    "execution_names": {"run-1", "run-2"},
+                }
+            )
+        names = set(previous["execution_names"]) | {"run-3"}
+        return {"incident_id": "inc-1", "deliveries": len(names), "execution_names": names}
+
+    # When this report is written
+    item = table.upsert("inc-1", merge)
+
+    # Then it read again, and the other report's delivery still counts
+    assert len(reads) == 2
+    assert item["deliveries"] == 3
+    stored = account.incidents.get_item(Key={"incident_id": "inc-1"})["Item"]
+    assert stored["execution_names"] == {"run-1", "run-2", "run-3"}
