@@ -218,19 +218,18 @@ def apply_actions(
     for action in decision.actions:
         ttl = action.ttl_seconds or ports.default_ttl_seconds
         run = _Run(finding, action, incident_id, now, now + timedelta(seconds=ttl), ports)
-        results.extend(_apply(run, dry_run))
-
-    for result in results:
-        logger.info(
-            "action done",
-            extra={
-                "action_id": result.action_id,
-                "action": result.kind.value,
-                "target": result.target,
-                "status": result.status.value,
-                "block_id": result.block_id,
-            },
-        )
+        for result in _apply(run, dry_run):
+            logger.info(
+                "action done",
+                extra={
+                    "action_id": result.action_id,
+                    "action": result.kind.value,
+                    "target": result.target,
+                    "status": result.status.value,
+                    "block_id": result.block_id,
+                },
+            )
+            results.append(result)
     return results
 
 
@@ -278,19 +277,19 @@ def _apply(run: _Run, dry_run: bool) -> list[ActionResult]:
     if dry_run:
         return [_plan(run, network)]
     if run.action.kind is ActionKind.WAF_BLOCK:
-        return [_guarded(run, partial(_block_in_waf, run, network))]
-    return _block_in_nacls(run, network)
+        return _guarded(run, lambda: [_block_in_waf(run, network)])
+    return _guarded(run, lambda: _block_in_nacls(run, network))
 
 
-def _guarded(run: _Run, apply: Callable[[], ActionResult]) -> ActionResult:
-    """Turn a permanent failure of one block into its result; transient errors go up."""
+def _guarded(run: _Run, apply: Callable[[], list[ActionResult]]) -> list[ActionResult]:
+    """Turn a permanent failure into the action's result; transient errors go up."""
     try:
         return apply()
     except TargetNotFoundError as exc:
-        return run.result(ActionStatus.NOT_FOUND, str(exc))
+        return [run.result(ActionStatus.NOT_FOUND, str(exc))]
     except (MitigationError, NaclRangeFullError) as exc:
         logger.warning("action failed", extra={"action_id": run.action.id, "error": str(exc)})
-        return run.result(ActionStatus.FAILED, str(exc))
+        return [run.result(ActionStatus.FAILED, str(exc))]
 
 
 def _network(target: str) -> Network:
@@ -366,9 +365,14 @@ def _block_in_nacls(run: _Run, network: Network) -> list[ActionResult]:
     for subnet_id, nacl_id in nacl_of.items():
         subnets_of.setdefault(nacl_id, []).append(subnet_id)
     for nacl_id, subnet_ids in sorted(subnets_of.items()):
-        apply = partial(_block_in_nacl, run, network, nacl_id, subnet_ids)
-        results.append(_guarded(run, apply))
+        # Each network ACL stands alone: one that fails leaves the others blocked.
+        apply = partial(_as_list, _block_in_nacl, run, network, nacl_id, sorted(subnet_ids))
+        results.extend(_guarded(run, apply))
     return results
+
+
+def _as_list(apply: Callable[..., ActionResult], *args: object) -> list[ActionResult]:
+    return [apply(*args)]
 
 
 def _block_in_nacl(
@@ -457,14 +461,17 @@ def _ours(ports: Ports, nacl_id: str, entries: list[NaclEntry]) -> list[OurRule]
 
 
 def _evict(run: _Run, nacl_id: str, block_id: str) -> None:
-    # The knowledge base keeps the indicator "active": its other blocks (WAF, other subnets)
-    # usually still hold, and the expiry run settles the state when blocked_until passes.
     ports = run.ports
     block = ports.blocks.get(block_id)
     if block is None or block.rule_number is None:
         raise MitigationError(f"block {block_id} to evict is no longer recorded")
     ports.network_acls.delete_deny(nacl_id, block.rule_number, block.cidr)
     ports.blocks.mark_removed(block_id, "evicted", run.now)
+
+    # While another block of the address holds (WAF, another subnet), the knowledge base stays
+    # "active" and the expiry of that block settles it; without one, nothing else would.
+    if not any(other.target == block.target for other in ports.blocks.active()):
+        ports.knowledge.mark_expired(block.indicator_kind, block.target, block.expires_at)
     logger.warning(
         "block evicted",
         extra={"block_id": block_id, "nacl_id": nacl_id, "rule": block.rule_number},

@@ -27,9 +27,9 @@ class Settings(BaseModel):
         naming.WAF_IPV6_SET
     )
     nacl_rule_range: Annotated[RuleRange, Field(alias="NACL_RULE_RANGE")] = RuleRange(50, 99)
-    default_block_ttl_seconds: Annotated[
-        int, Field(alias="DEFAULT_BLOCK_TTL_SECONDS", gt=0)
-    ] = 86400
+    default_block_ttl_seconds: Annotated[int, Field(alias="DEFAULT_BLOCK_TTL_SECONDS", gt=0)] = (
+        86400
+    )
 
     @field_validator("nacl_rule_range", mode="before")
     @classmethod

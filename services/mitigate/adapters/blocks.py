@@ -73,7 +73,8 @@ class DynamoBlockStore:
             self._table.update_item(
                 Key={"block_id": block_id},
                 UpdateExpression=(
-                    "SET #status = :removed, removed_at = :at, removed_reason = :reason, #ttl = :ttl"
+                    "SET #status = :removed, removed_at = :at,"
+                    " removed_reason = :reason, #ttl = :ttl"
                 ),
                 ConditionExpression="#status = :active",
                 ExpressionAttributeNames={"#status": "status", "#ttl": TTL_ATTRIBUTE},

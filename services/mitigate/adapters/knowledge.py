@@ -27,12 +27,13 @@ class DynamoKnowledgeBase:
         """Note the indicator blocked until then; an earlier blocked_until never wins."""
         # blocked_until is the latest expiry of the indicator's blocks, so the expiry run can
         # tell when the last of them is lifted. Same-format UTC ISO strings compare as times.
+        # An indicator enrich has not recorded gets an item with the block attributes alone.
         return self._update(
             kind,
             value,
             "SET block_state = :active, blocked_until = :until, blocked_before = :true",
-            "attribute_exists(#kind) AND (attribute_not_exists(blocked_until)"
-            " OR blocked_until < :until OR block_state <> :active)",
+            "attribute_not_exists(blocked_until) OR blocked_until < :until"
+            " OR block_state <> :active",
             {":active": ACTIVE, ":until": _iso(until), ":true": True},
         )
 
@@ -42,7 +43,7 @@ class DynamoKnowledgeBase:
             kind,
             value,
             "SET block_state = :expired",
-            "attribute_exists(#kind) AND block_state = :active AND blocked_until <= :at",
+            "block_state = :active AND blocked_until <= :at",
             {":expired": EXPIRED, ":active": ACTIVE, ":at": _iso(at)},
         )
 
@@ -60,12 +61,11 @@ class DynamoKnowledgeBase:
                 Key=key,
                 UpdateExpression=update,
                 ConditionExpression=condition,
-                ExpressionAttributeNames={"#kind": "kind"},
                 ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                # Either enrich never recorded the indicator or its state already says more.
+                # Its state already says as much, or a later block of it is still in force.
                 logger.debug("knowledge base left as is", extra=key)
                 return False
             raise aws_error(exc, f"UpdateItem {kind.value}#{value}") from exc

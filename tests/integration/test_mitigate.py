@@ -1,0 +1,587 @@
+"""The mitigate service against an emulated account: WAF IP sets, network ACLs, blocks, expiry."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from moto import mock_aws
+
+from cloud_sniper.domain import naming
+from cloud_sniper.domain.errors import TransientAwsError
+from cloud_sniper.domain.models import ActionStatus, Decision, Finding, PlannedAction
+from services.mitigate import handler
+from services.mitigate.actions import Ports, apply_actions, expire_blocks, list_blocks
+from services.mitigate.adapters import Ec2NetworkAcls, WafIpSets, build_ports
+from services.mitigate.settings import Settings, load_settings
+
+NOW = datetime(2024, 5, 1, 11, 0, tzinfo=UTC)
+V4 = "198.51.100.7"
+V6 = "2001:db8::bad:1"
+OTHER_V4 = "203.0.113.66"
+FOREIGN_CIDR = "192.0.2.0/24"
+INCIDENT = "inc-0123456789abcdef"
+
+ENVIRONMENT = {
+    "BLOCKS_TABLE": naming.BLOCKS_TABLE,
+    "INDICATORS_TABLE": naming.INDICATORS_TABLE,
+    "WAF_SCOPE": "REGIONAL",
+    "WAF_IPV4_SET_NAME": naming.WAF_IPV4_SET,
+    "WAF_IPV6_SET_NAME": naming.WAF_IPV6_SET,
+    "NACL_RULE_RANGE": "50-99",
+    "DEFAULT_BLOCK_TTL_SECONDS": "86400",
+    "POWERTOOLS_SERVICE_NAME": "mitigate",
+}
+
+
+@dataclasses.dataclass
+class Account:
+    """The emulated account and what the tests read back from it."""
+
+    ec2: Any
+    wafv2: Any
+    dynamodb: Any
+    subnet_id: str
+    nacl_id: str
+
+    def ports(self, rule_range: str = "50-99") -> Ports:
+        return build_ports(Settings.model_validate({**ENVIRONMENT, "NACL_RULE_RANGE": rule_range}))
+
+    def ip_set(self, version: int) -> dict[str, Any]:
+        name = naming.WAF_IPV4_SET if version == 4 else naming.WAF_IPV6_SET
+        summary = next(
+            s for s in self.wafv2.list_ip_sets(Scope="REGIONAL")["IPSets"] if s["Name"] == name
+        )
+        response = self.wafv2.get_ip_set(Name=name, Scope="REGIONAL", Id=summary["Id"])
+        return {**response["IPSet"], "LockToken": response["LockToken"]}
+
+    def addresses(self, version: int) -> list[str]:
+        return self.ip_set(version)["Addresses"]
+
+    def inbound(self) -> dict[int, tuple[str, str, str]]:
+        """Inbound entries of the subnet's network ACL: rule number → (action, CIDR, protocol)."""
+        acl = self.ec2.describe_network_acls(NetworkAclIds=[self.nacl_id])["NetworkAcls"][0]
+        return {
+            entry["RuleNumber"]: (
+                entry["RuleAction"],
+                entry.get("CidrBlock") or entry.get("Ipv6CidrBlock"),
+                entry["Protocol"],
+            )
+            for entry in acl["Entries"]
+            if not entry["Egress"]
+        }
+
+    def deny(self, rule_number: int, cidr: str) -> None:
+        """Write an inbound deny entry as someone else would."""
+        self.ec2.create_network_acl_entry(
+            NetworkAclId=self.nacl_id,
+            RuleNumber=rule_number,
+            Protocol="-1",
+            RuleAction="deny",
+            Egress=False,
+            CidrBlock=cidr,
+        )
+
+    def blocks(self) -> dict[str, dict[str, Any]]:
+        items = self.dynamodb.Table(naming.BLOCKS_TABLE).scan(ConsistentRead=True)["Items"]
+        return {item["block_id"]: item for item in items}
+
+    def indicator(self, kind: str, value: str) -> dict[str, Any]:
+        table = self.dynamodb.Table(naming.INDICATORS_TABLE)
+        return table.get_item(Key={"kind": kind, "value": value})["Item"]
+
+
+@pytest.fixture
+def account():
+    with mock_aws():
+        ec2 = boto3.client("ec2")
+        wafv2 = boto3.client("wafv2")
+        dynamodb = boto3.resource("dynamodb")
+
+        vpc_id = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+        subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.30.1.0/24")["Subnet"]["SubnetId"]
+        acls = ec2.describe_network_acls(
+            Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}]
+        )["NetworkAcls"]
+
+        for name, version in ((naming.WAF_IPV4_SET, "IPV4"), (naming.WAF_IPV6_SET, "IPV6")):
+            wafv2.create_ip_set(
+                Name=name,
+                Scope="REGIONAL",
+                IPAddressVersion=version,
+                Addresses=[],
+                Description="Addresses blocked by Cloud Sniper",
+            )
+
+        dynamodb.create_table(
+            TableName=naming.BLOCKS_TABLE,
+            KeySchema=[{"AttributeName": "block_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "block_id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        indicators = dynamodb.create_table(
+            TableName=naming.INDICATORS_TABLE,
+            KeySchema=[
+                {"AttributeName": "kind", "KeyType": "HASH"},
+                {"AttributeName": "value", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "kind", "AttributeType": "S"},
+                {"AttributeName": "value", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        for kind, value in (("ipv4", V4), ("ipv4", OTHER_V4), ("ipv6", V6)):
+            indicators.put_item(Item={"kind": kind, "value": value, "sightings": 1})
+
+        yield Account(ec2, wafv2, dynamodb, subnet_id, acls[0]["NetworkAclId"])
+
+
+@pytest.fixture
+def finding(event) -> Callable[[list[str]], Finding]:
+    """The sample finding, about a resource in the given subnets."""
+
+    def build(subnet_ids: list[str]) -> Finding:
+        document = event("mitigate-request.json")["finding"]
+        document["resource"]["subnet_ids"] = subnet_ids
+        return Finding.model_validate(document)
+
+    return build
+
+
+def decision(target: str, kinds: tuple[str, ...] = ("waf_block", "nacl_block"), ttl=None):
+    actions = [
+        PlannedAction(id=f"{kind}-{target}", kind=kind, target=target, ttl_seconds=ttl)
+        for kind in kinds
+    ]
+    return Decision(mode="auto", reason="attacker", actions=actions)
+
+
+def on_call(client: Any, operation: str, answer: Callable[[int], Any]) -> list[int]:
+    """Run `answer(n)` before the n-th call of an operation; a non-None answer replaces the call."""
+    calls: list[int] = []
+
+    def before_call(**_: Any) -> Any:
+        calls.append(len(calls) + 1)
+        return answer(len(calls))
+
+    client.meta.events.register(
+        f"before-call.{client.meta.service_model.service_id.hyphenize()}.{operation}", before_call
+    )
+    return calls
+
+
+def aws_error(code: str, status: int = 400) -> tuple[AWSResponse, dict[str, Any]]:
+    parsed = {
+        "Error": {"Code": code, "Message": f"{code} injected by the test"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return AWSResponse("https://aws.invalid/", status, {}, None), parsed
+
+
+def with_waf(ports: Ports, client: Any) -> Ports:
+    ip_sets = WafIpSets(client, "REGIONAL", {4: naming.WAF_IPV4_SET, 6: naming.WAF_IPV6_SET})
+    return dataclasses.replace(ports, ip_sets=ip_sets)
+
+
+@pytest.mark.parametrize(
+    ("target", "version", "cidr", "kind"),
+    [(V4, 4, "198.51.100.7/32", "ipv4"), (V6, 6, "2001:db8::bad:1/128", "ipv6")],
+)
+def test_waf_and_nacl_blocks_are_applied(account, target, version, cidr, kind, finding):
+    # Given an attacker address and a finding about an instance in the subnet
+    ports = account.ports()
+
+    # When the decision's WAF and NACL blocks are applied
+    results = apply_actions(
+        finding([account.subnet_id]), decision(target), INCIDENT, False, NOW, ports
+    )
+
+    # Then both are applied, each with its block and expiry
+    assert [(r.kind.value, r.status) for r in results] == [
+        ("waf_block", ActionStatus.APPLIED),
+        ("nacl_block", ActionStatus.APPLIED),
+    ]
+    waf_set = naming.WAF_IPV4_SET if version == 4 else naming.WAF_IPV6_SET
+    assert [r.block_id for r in results] == [
+        f"waf#{waf_set}#{cidr}",
+        f"nacl#{account.nacl_id}#{cidr}",
+    ]
+    assert {r.expires_at for r in results} == {NOW + timedelta(days=1)}
+
+    # And the address is in the IP set of its version, whose description is kept
+    assert account.addresses(version) == [cidr]
+    assert account.addresses(6 if version == 4 else 4) == []
+    assert account.ip_set(version)["Description"] == "Addresses blocked by Cloud Sniper"
+
+    # And the network ACL denies it inbound at the first number of the range, before the allow
+    assert account.inbound()[50] == ("deny", cidr, "-1")
+    assert account.inbound()[100][0] == "allow"
+
+    # And both blocks are recorded active, with their expiry for the TTL-free epoch too
+    blocks = account.blocks()
+    assert {item["status"] for item in blocks.values()} == {"active"}
+    nacl_block = blocks[f"nacl#{account.nacl_id}#{cidr}"]
+    assert nacl_block["rule_number"] == 50
+    assert nacl_block["incident_id"] == INCIDENT
+    assert nacl_block["finding_id"] == finding([]).id
+    assert nacl_block["expires_at"] == "2024-05-02T11:00:00Z"
+    assert nacl_block["expires_at_epoch"] == int((NOW + timedelta(days=1)).timestamp())
+
+    # And the knowledge base knows the indicator is blocked
+    indicator = account.indicator(kind, target)
+    assert indicator["block_state"] == "active"
+    assert indicator["blocked_until"] == "2024-05-02T11:00:00+00:00"
+    assert indicator["blocked_before"] is True
+    assert indicator["sightings"] == 1
+
+
+def test_applying_twice_changes_nothing(account, finding):
+    # Given blocks applied once
+    ports = account.ports()
+    apply_actions(finding([account.subnet_id]), decision(V4), INCIDENT, False, NOW, ports)
+    before = (account.ip_set(4), account.inbound(), account.blocks(), account.indicator("ipv4", V4))
+
+    # When the same decision is applied again, as a retried Mitigate task does
+    later = NOW + timedelta(minutes=5)
+    results = apply_actions(
+        finding([account.subnet_id]), decision(V4), INCIDENT, False, later, ports
+    )
+
+    # Then both are already applied with their first expiry, and nothing changed in the account
+    assert {r.status for r in results} == {ActionStatus.ALREADY_APPLIED}
+    assert {r.expires_at for r in results} == {NOW + timedelta(days=1)}
+    after = (account.ip_set(4), account.inbound(), account.blocks(), account.indicator("ipv4", V4))
+    assert after == before
+
+
+def test_blocks_left_unrecorded_by_a_failed_attempt_are_recorded_on_retry(account, finding):
+    # Given an attempt that changed WAF and the network ACL, then failed before recording
+    account.wafv2.update_ip_set(
+        Name=naming.WAF_IPV4_SET,
+        Scope="REGIONAL",
+        Id=account.ip_set(4)["Id"],
+        Addresses=["198.51.100.7/32"],
+        LockToken=account.ip_set(4)["LockToken"],
+    )
+    account.deny(50, "198.51.100.7/32")
+
+    # When the task is retried
+    results = apply_actions(
+        finding([account.subnet_id]), decision(V4), INCIDENT, False, NOW, account.ports()
+    )
+
+    # Then nothing is added twice, and both blocks are recorded so that they expire
+    assert {r.status for r in results} == {ActionStatus.ALREADY_APPLIED}
+    assert account.addresses(4) == ["198.51.100.7/32"]
+    assert sorted(rule for rule, entry in account.inbound().items() if entry[0] == "deny") == [
+        50,
+        32767,
+    ]
+    assert sorted(account.blocks()) == sorted(r.block_id for r in results)
+
+
+def test_waf_lock_conflict_is_retried_on_a_fresh_read(account, finding):
+    # Given another writer that adds an address just before our first update
+    client = boto3.client("wafv2")
+    other = boto3.client("wafv2")
+
+    def concurrent_write(call: int) -> None:
+        if call == 1:
+            ip_set = account.ip_set(4)
+            other.update_ip_set(
+                Name=ip_set["Name"],
+                Scope="REGIONAL",
+                Id=ip_set["Id"],
+                Addresses=[*ip_set["Addresses"], "192.0.2.99/32"],
+                LockToken=ip_set["LockToken"],
+            )
+
+    calls = on_call(client, "UpdateIPSet", concurrent_write)
+    ports = with_waf(account.ports(), client)
+
+    # When the WAF block is applied
+    results = apply_actions(
+        finding([account.subnet_id]), decision(V4, ("waf_block",)), INCIDENT, False, NOW, ports
+    )
+
+    # Then the stale lock token is met by a fresh read and a second update that keeps both
+    assert [r.status for r in results] == [ActionStatus.APPLIED]
+    assert calls == [1, 2]
+    assert sorted(account.addresses(4)) == ["192.0.2.99/32", "198.51.100.7/32"]
+
+
+def test_waf_lock_conflict_that_never_ends_is_transient(account, finding):
+    # Given an IP set that changes under every one of our updates
+    client = boto3.client("wafv2")
+    calls = on_call(client, "UpdateIPSet", lambda _: aws_error("WAFOptimisticLockException"))
+    ports = with_waf(account.ports(), client)
+
+    # When the WAF block is applied
+    # Then after a bounded number of attempts the state machine is asked to retry
+    with pytest.raises(TransientAwsError, match="changed under each of 5 updates"):
+        apply_actions(
+            finding([account.subnet_id]), decision(V4, ("waf_block",)), INCIDENT, False, NOW, ports
+        )
+    assert len(calls) == 5
+    assert account.blocks() == {}
+
+
+def test_throttled_waf_update_is_transient(account, finding):
+    # Given a WAF that throttles updates
+    client = boto3.client("wafv2")
+    on_call(client, "UpdateIPSet", lambda _: aws_error("ThrottlingException"))
+    ports = with_waf(account.ports(), client)
+
+    # When the decision's blocks are applied
+    # Then the transient error goes up for the state machine's Retry, before any NACL change
+    with pytest.raises(TransientAwsError, match="ThrottlingException"):
+        apply_actions(finding([account.subnet_id]), decision(V4), INCIDENT, False, NOW, ports)
+    assert account.addresses(4) == []
+    assert 50 not in account.inbound()
+    assert account.blocks() == {}
+
+
+def test_full_range_evicts_our_oldest_block(account, finding):
+    # Given a range of 50-52 where 51 holds someone else's entry, and our blocks at 50 and 52
+    account.deny(51, FOREIGN_CIDR)
+    ports = account.ports("50-52")
+    subnet = [account.subnet_id]
+    nacl_only = ("nacl_block",)
+    apply_actions(finding(subnet), decision(V4, nacl_only), INCIDENT, False, NOW, ports)
+    second = NOW + timedelta(minutes=1)
+    apply_actions(finding(subnet), decision(OTHER_V4, nacl_only), INCIDENT, False, second, ports)
+    assert account.inbound()[50][1] == "198.51.100.7/32"
+    assert account.inbound()[52][1] == "203.0.113.66/32"
+
+    # When a third address is blocked
+    third = NOW + timedelta(minutes=2)
+    results = apply_actions(
+        finding(subnet), decision("203.0.113.99", nacl_only), INCIDENT, False, third, ports
+    )
+
+    # Then the oldest of our blocks gives up its number, and the foreign entry stays
+    assert [r.status for r in results] == [ActionStatus.APPLIED]
+    evicted_id = f"nacl#{account.nacl_id}#198.51.100.7/32"
+    assert evicted_id in results[0].detail
+    inbound = account.inbound()
+    assert inbound[50] == ("deny", "203.0.113.99/32", "-1")
+    assert inbound[51] == ("deny", FOREIGN_CIDR, "-1")
+    assert inbound[52] == ("deny", "203.0.113.66/32", "-1")
+    evicted = account.blocks()[evicted_id]
+    assert (evicted["status"], evicted["removed_reason"]) == ("removed", "evicted")
+    assert account.indicator("ipv4", V4)["block_state"] == "expired"
+    assert [block.target for block in list_blocks(ports)] == [OTHER_V4, "203.0.113.99"]
+
+
+def test_range_full_of_foreign_entries_fails_only_the_nacl_action(account, finding):
+    # Given a range whose every number holds someone else's entry
+    account.deny(50, FOREIGN_CIDR)
+    account.deny(51, "192.0.2.128/25")
+    ports = account.ports("50-51")
+
+    # When the WAF and NACL blocks are applied
+    results = apply_actions(finding([account.subnet_id]), decision(V4), INCIDENT, False, NOW, ports)
+
+    # Then the NACL block fails with the reason and the WAF block is applied regardless
+    assert [r.status for r in results] == [ActionStatus.APPLIED, ActionStatus.FAILED]
+    assert "50-51" in results[1].detail
+    assert "did not create" in results[1].detail
+    assert account.addresses(4) == ["198.51.100.7/32"]
+
+
+def test_a_target_that_cannot_be_blocked_fails_alone(account, finding):
+    # Given a decision naming a non-address, a network far too wide, and an attacker address
+    actions = [
+        PlannedAction(id="a1", kind="waf_block", target="evil.example.com"),
+        PlannedAction(id="a2", kind="nacl_block", target="0.0.0.0/0"),
+        PlannedAction(id="a3", kind="waf_block", target=V4),
+    ]
+    plan = Decision(mode="auto", reason="attacker", actions=actions)
+
+    # When it is applied
+    results = apply_actions(
+        finding([account.subnet_id]), plan, INCIDENT, False, NOW, account.ports()
+    )
+
+    # Then the first two fail with the reason, and the address is still blocked
+    assert [r.status for r in results] == [
+        ActionStatus.FAILED,
+        ActionStatus.FAILED,
+        ActionStatus.APPLIED,
+    ]
+    assert "not an IP address" in results[0].detail
+    assert "wider than /16" in results[1].detail
+    assert [rule for rule in account.inbound() if rule < 100] == []
+    assert account.addresses(4) == ["198.51.100.7/32"]
+
+
+def test_missing_subnet_or_subnet_less_resource_is_not_found(account, finding):
+    # Given findings about a subnet that does not exist and about a resource without subnet
+    ports = account.ports()
+    gone = finding(["subnet-0000000000000dead"])
+    nowhere = finding([])
+    entries_before = account.inbound()
+
+    # When their NACL blocks are applied
+    missing = apply_actions(gone, decision(V4, ("nacl_block",)), INCIDENT, False, NOW, ports)
+    no_subnet = apply_actions(nowhere, decision(V4, ("nacl_block",)), INCIDENT, False, NOW, ports)
+
+    # Then each says what is missing, and nothing changed
+    assert [r.status for r in missing + no_subnet] == [ActionStatus.NOT_FOUND] * 2
+    assert "subnet-0000000000000dead" in missing[0].detail
+    assert "i-0abc1234def567890" in no_subnet[0].detail
+    assert account.inbound() == entries_before
+    assert account.blocks() == {}
+
+
+def test_missing_ip_set_is_not_found(account, finding):
+    # Given an account without the IPv6 IP set
+    ip_set = account.ip_set(6)
+    account.wafv2.delete_ip_set(
+        Name=ip_set["Name"], Scope="REGIONAL", Id=ip_set["Id"], LockToken=ip_set["LockToken"]
+    )
+
+    # When an IPv6 address is blocked in WAF and in the network ACL
+    results = apply_actions(
+        finding([account.subnet_id]), decision(V6), INCIDENT, False, NOW, account.ports()
+    )
+
+    # Then the WAF block names the missing set, and the NACL block still goes on
+    assert [r.status for r in results] == [ActionStatus.NOT_FOUND, ActionStatus.APPLIED]
+    assert naming.WAF_IPV6_SET in results[0].detail
+
+
+def test_dry_run_plans_and_changes_nothing(account, finding):
+    # Given the account as it is
+    before = (account.addresses(4), account.inbound(), account.indicator("ipv4", V4))
+
+    # When the decision is applied as a dry run
+    results = apply_actions(
+        finding([account.subnet_id]), decision(V4), INCIDENT, True, NOW, account.ports()
+    )
+
+    # Then every action is planned, with what it would do, and nothing changed
+    assert [r.status for r in results] == [ActionStatus.PLANNED] * 2
+    assert naming.WAF_IPV4_SET in results[0].detail
+    assert account.subnet_id in results[1].detail
+    assert (account.addresses(4), account.inbound(), account.indicator("ipv4", V4)) == before
+    assert account.blocks() == {}
+
+
+def test_expiry_lifts_due_blocks_and_keeps_the_others(account, finding):
+    # Given a short block of one address and a long block of another, in WAF and the NACL
+    ports = account.ports()
+    subnet = [account.subnet_id]
+    apply_actions(finding(subnet), decision(V4, ttl=60), "inc-short", False, NOW, ports)
+    apply_actions(finding(subnet), decision(OTHER_V4, ttl=3600), "inc-long", False, NOW, ports)
+
+    # When the expiry runs after the short one is due
+    report = expire_blocks(NOW + timedelta(minutes=2), ports)
+
+    # Then the short blocks are lifted from WAF and the NACL and marked, the long ones stay
+    short = [
+        f"nacl#{account.nacl_id}#198.51.100.7/32",
+        f"waf#{naming.WAF_IPV4_SET}#198.51.100.7/32",
+    ]
+    assert sorted(report.expired) == sorted(short)
+    assert (report.checked, report.remaining, report.failed) == (4, 2, {})
+    assert account.addresses(4) == ["203.0.113.66/32"]
+    assert {rule: entry[1] for rule, entry in account.inbound().items() if rule < 100} == {
+        51: "203.0.113.66/32"
+    }
+    blocks = account.blocks()
+    assert {blocks[block_id]["status"] for block_id in short} == {"removed"}
+    assert {blocks[block_id]["removed_reason"] for block_id in short} == {"expired"}
+    assert all("ttl" in blocks[block_id] for block_id in short)
+    assert [block.target for block in list_blocks(ports)] == [OTHER_V4, OTHER_V4]
+    assert account.indicator("ipv4", V4)["block_state"] == "expired"
+    assert account.indicator("ipv4", OTHER_V4)["block_state"] == "active"
+
+    # And a second run finds nothing more to do
+    again = expire_blocks(NOW + timedelta(minutes=3), ports)
+    assert (again.expired, again.remaining) == ([], 2)
+    assert account.blocks() == blocks
+
+
+def test_indicator_stays_active_while_one_of_its_blocks_lasts(account, finding):
+    # Given an address blocked in WAF for a minute and in the NACL for an hour
+    ports = account.ports()
+    subnet = [account.subnet_id]
+    apply_actions(finding(subnet), decision(V4, ("waf_block",), 60), INCIDENT, False, NOW, ports)
+    apply_actions(finding(subnet), decision(V4, ("nacl_block",), 3600), INCIDENT, False, NOW, ports)
+
+    # When the WAF block expires
+    report = expire_blocks(NOW + timedelta(minutes=2), ports)
+
+    # Then the knowledge base still says blocked, until the NACL block's expiry
+    assert report.expired == [f"waf#{naming.WAF_IPV4_SET}#198.51.100.7/32"]
+    indicator = account.indicator("ipv4", V4)
+    assert indicator["block_state"] == "active"
+    assert indicator["blocked_until"] == "2024-05-01T12:00:00+00:00"
+
+
+def test_expiry_failure_does_not_stop_the_others(account, finding):
+    # Given due blocks in WAF and the NACL, and an EC2 API that throttles deletions once
+    ports = account.ports()
+    apply_actions(finding([account.subnet_id]), decision(V4, ttl=60), INCIDENT, False, NOW, ports)
+    ec2 = boto3.client("ec2")
+    on_call(
+        ec2,
+        "DeleteNetworkAclEntry",
+        lambda n: aws_error("RequestLimitExceeded", 503) if n == 1 else None,
+    )
+    ports = dataclasses.replace(ports, network_acls=Ec2NetworkAcls(ec2))
+
+    # When the expiry runs
+    later = NOW + timedelta(minutes=2)
+    report = expire_blocks(later, ports)
+
+    # Then the WAF block is lifted, the NACL block is reported and stays active for next time
+    nacl_block = f"nacl#{account.nacl_id}#198.51.100.7/32"
+    assert report.expired == [f"waf#{naming.WAF_IPV4_SET}#198.51.100.7/32"]
+    assert list(report.failed) == [nacl_block]
+    assert account.blocks()[nacl_block]["status"] == "active"
+    assert account.inbound()[50][1] == "198.51.100.7/32"
+
+    # And the next run lifts it
+    assert expire_blocks(later, ports).expired == [nacl_block]
+    assert 50 not in account.inbound()
+
+
+def test_handlers_apply_a_decision_and_expire_it(account, monkeypatch, event):
+    # Given the functions' environment and the Mitigate task's input
+    for key, value in ENVIRONMENT.items():
+        monkeypatch.setenv(key, value)
+    load_settings.cache_clear()
+    handler.ports.cache_clear()
+    request = event("mitigate-request.json")
+    request["finding"]["resource"]["subnet_ids"] = [account.subnet_id]
+
+    # When the mitigate function runs
+    output = handler.mitigate(request, None)
+
+    # Then it returns the results as plain JSON
+    assert json.loads(json.dumps(output)) == output
+    assert [(r["kind"], r["status"]) for r in output["results"]] == [
+        ("waf_block", "applied"),
+        ("nacl_block", "applied"),
+    ]
+    assert account.addresses(4) == ["198.51.100.7/32"]
+
+    # And the scheduled expiry leaves blocks that are not due
+    assert handler.expire({}, None) == {
+        "checked": 2,
+        "expired": 0,
+        "remaining": 2,
+        "failed": 0,
+        "failed_blocks": [],
+    }
+    handler.ports.cache_clear()
+    load_settings.cache_clear()
