@@ -124,19 +124,24 @@ def normalize(document: Any) -> Finding:
     service = _dict(finding.get("service"))
     additional_info = _additional_info(service)
 
+    # Checked in this order so that the first error names the most basic missing field.
+    finding_id = _required(finding, "id")
+    finding_type = _required(finding, "type")
     severity = _severity(finding.get("severity"))
+    account_id = _account_id(_required(finding, "accountId"))
+    region = _region(_required(finding, "region"))
     updated_at = _timestamp(_required(finding, "updatedAt"), "finding.updatedAt")
     created = finding.get("createdAt")
     fields = {
-        "id": _required(finding, "id"),
-        "type": _required(finding, "type"),
+        "id": finding_id,
+        "type": finding_type,
         "source": _source(delivery, finding),
         "title": finding.get("title") or "",
         "description": finding.get("description") or "",
         "severity": severity,
         "severity_label": severity_label(severity),
-        "account_id": _account_id(_required(finding, "accountId")),
-        "region": _region(_required(finding, "region")),
+        "account_id": account_id,
+        "region": region,
         "partition": finding.get("partition") or "aws",
         "created_at": _timestamp(created, "finding.createdAt") if created else updated_at,
         "updated_at": updated_at,
@@ -263,23 +268,25 @@ def _records(text: str) -> Iterator[Any]:
 
 
 def _json_lines(text: str, whole_error: json.JSONDecodeError) -> Iterator[Any]:
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         yield InvalidFindingError("file: empty")
         return
     try:
-        first = json.loads(lines[0])
+        first = json.loads(lines[0][1])
     except json.JSONDecodeError:
         # Not even the first line is JSON: the file is one broken document, not JSON lines.
         yield InvalidFindingError(f"file: not JSON ({_describe(whole_error)})")
         return
 
     yield from _expand(first)
-    for line in lines[1:]:
+    for number, line in lines[1:]:
         try:
             document = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield InvalidFindingError(f"record: not JSON ({_describe(exc)})")
+            yield InvalidFindingError(
+                f"record: not JSON ({exc.msg} at line {number} column {exc.colno})"
+            )
             continue
         yield from _expand(document)
 
@@ -445,8 +452,8 @@ def _tags(sources: list[dict]) -> dict[str, str]:
     """Tags of the resource's parts as one mapping; the first part naming a key wins."""
     tags: dict[str, str] = {}
     for source in sources:
-        for tag in _list(source.get("tags")):
-            tag = _dict(tag)
+        for item in _list(source.get("tags")):
+            tag = _dict(item)
             key, value = tag.get("key"), tag.get("value")
             if isinstance(key, str) and key and key not in tags:
                 tags[key] = value if isinstance(value, str) else ""
@@ -502,8 +509,8 @@ def _network_connection(action: dict) -> list[Indicator]:
 
 def _port_probe(action: dict) -> list[Indicator]:
     found = []
-    for probe in _list(action.get("portProbeDetails")):
-        probe = _dict(probe)
+    for item in _list(action.get("portProbeDetails")):
+        probe = _dict(item)
         found += [
             Indicator(
                 kind=kind,
@@ -584,6 +591,9 @@ def _address(raw: Any) -> tuple[IndicatorKind, str] | None:
         address = ipaddress.ip_address(raw.strip())
     except ValueError:
         return None
+    # An IPv4 peer seen through a dual-stack socket is blocked and known as the IPv4 address.
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
     kind = IndicatorKind.IPV4 if address.version == 4 else IndicatorKind.IPV6
     return kind, str(address)
 

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import InvalidFindingError
 from cloud_sniper.domain.models import Finding
-from cloud_sniper.domain.normalize import normalize, unwrap
+from cloud_sniper.domain.normalize import normalize, peel_replay
 
 WAITING_FOR_APPROVAL = "WAITING_FOR_APPROVAL"
 FINISHED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -68,13 +68,13 @@ def submit(
     events = clients("events")
     for locator, document in documents:
         try:
-            finding_document, _ = unwrap(document)
-            finding = normalize(finding_document)
+            delivery, _ = peel_replay(document)
+            finding = normalize(delivery)
         except InvalidFindingError as exc:
             rejections.append(Rejection(locator, str(exc)))
             continue
 
-        detail = {"finding": finding_document, "dry_run": dry_run}
+        detail = {"finding": delivery, "dry_run": dry_run}
         response = events.put_events(
             Entries=[
                 {
