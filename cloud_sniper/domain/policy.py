@@ -71,10 +71,11 @@ def format_duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
-# A block shorter than a minute would expire before the expiry sweep sees it; a year is the
-# longest a Standard execution, and so an approval or a block's bookkeeping, can run.
+# A block shorter than a minute is over before anyone reads the report; one longer than a year is
+# a standing rule, better written into the WAF and network ACLs by hand than expired by us.
 BlockTtl = Annotated[int, BeforeValidator(parse_duration), Field(ge=MINUTE, le=366 * DAY)]
-# An approval nobody answers within a week is better asked again from a fresh finding.
+# An approval nobody answers within a week is better asked again from a fresh finding; the wait
+# also holds an execution open, and Step Functions ends any execution after a year.
 ApprovalTimeout = Annotated[int, BeforeValidator(parse_duration), Field(ge=MINUTE, le=7 * DAY)]
 Severity = Annotated[float, Field(ge=0, le=10)]
 

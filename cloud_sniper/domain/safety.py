@@ -141,12 +141,13 @@ def refuse_address(
     address = parse_address(indicator.value)
     if address is None:
         return "not an IP address"
+    # The most specific reason first: "our own NAT gateway" says more than "reserved address".
     return (
         refuse_role(indicator)
-        or refuse_special(address)
-        or refuse_allowlisted(address, allowlist)
         or refuse_estate(address, estate_addresses)
         or refuse_resource_address(address, resource)
+        or refuse_allowlisted(address, allowlist)
+        or refuse_special(address)
     )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from cloud_sniper.domain.models import (
     Approval,
@@ -48,7 +49,9 @@ class ApprovalRecord(Model):
     model_config = ConfigDict(extra="ignore")
 
     approval_id: str
-    token: str
+    # Whoever holds the token can resume the execution: it stays out of dumps, logs and notices;
+    # only the table keeps it, written there explicitly.
+    token: str = Field(repr=False, exclude=True)
     status: ApprovalStatus
     incident_id: str
     execution_name: str
@@ -62,6 +65,10 @@ class ApprovalRecord(Model):
     approver: str | None = None
     reason: str | None = None
     answered_at: datetime | None = None
+
+    def item(self) -> dict[str, Any]:
+        """The record as stored in the approvals table, token included."""
+        return {**self.model_dump(mode="json", exclude_none=True), "token": self.token}
 
     def approval(self) -> Approval:
         """The approval as the state machine receives it: no token, no request."""

@@ -1,11 +1,10 @@
-"""Settings of the decide and request-approval functions, read from the environment once."""
+"""Settings of the decide and request-approval functions, read from the environment."""
 
 from __future__ import annotations
 
 import os
-from functools import cache
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Self
 
 from pydantic import Field, ValidationError
 
@@ -18,10 +17,27 @@ BUNDLE_ROOT = Path(cloud_sniper.__file__).resolve().parent.parent
 DEFAULT_POLICY_FILE = "cloud_sniper/data/policy.json"
 
 Required = Annotated[str, Field(min_length=1)]
-SettingsModel = TypeVar("SettingsModel", bound=Model)
 
 
-class DecideSettings(Model):
+class EnvSettings(Model):
+    """Settings whose fields are environment variables of the same name, upper-cased."""
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """Read the settings from os.environ; the error names the variables at fault."""
+        values = {
+            name: os.environ[name.upper()]
+            for name in cls.model_fields
+            if name.upper() in os.environ
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            names = ", ".join(str(error["loc"][0]).upper() for error in exc.errors())
+            raise ValueError(f"invalid or missing environment variables: {names}") from exc
+
+
+class DecideSettings(EnvSettings):
     """The decide function's settings."""
 
     policy_file: Required = DEFAULT_POLICY_FILE
@@ -31,31 +47,8 @@ class DecideSettings(Model):
         return BUNDLE_ROOT / self.policy_file
 
 
-class ApprovalSettings(Model):
+class ApprovalSettings(EnvSettings):
     """The request-approval function's settings."""
 
     approvals_table: Required
     approval_topic_arn: Required
-
-
-@cache
-def decide_settings() -> DecideSettings:
-    """The decide function's settings, read at first use."""
-    return _from_env(DecideSettings)
-
-
-@cache
-def approval_settings() -> ApprovalSettings:
-    """The request-approval function's settings, read at first use."""
-    return _from_env(ApprovalSettings)
-
-
-def _from_env(model: type[SettingsModel]) -> SettingsModel:
-    values = {
-        name: os.environ[name.upper()] for name in model.model_fields if name.upper() in os.environ
-    }
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        names = ", ".join(str(error["loc"][0]).upper() for error in exc.errors())
-        raise ValueError(f"invalid or missing environment variables: {names}") from exc

@@ -1,0 +1,73 @@
+"""Lambda entry points: decide what to do about a finding, and ask a person to approve it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from cloud_sniper.domain.models import Enrichment, Finding
+from cloud_sniper.domain.policy import Policy, evaluate, load_policy
+from services.decide import adapters
+from services.decide.approval_request import ApprovalRequest, new_record, notification
+from services.decide.settings import ApprovalSettings, DecideSettings
+
+logger = Logger()
+
+
+# Read at first use and kept for the life of the execution environment, as a cold start would.
+@cache
+def _decide_settings() -> DecideSettings:
+    return DecideSettings.from_env()
+
+
+@cache
+def _approval_settings() -> ApprovalSettings:
+    return ApprovalSettings.from_env()
+
+
+@cache
+def _policy(path: Path) -> Policy:
+    return load_policy(path)
+
+
+@logger.inject_lambda_context(clear_state=True)
+def decide(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Turn {"finding", "enrichment"} into a Decision."""
+    finding = Finding.model_validate(event["finding"])
+    enrichment = Enrichment.model_validate(event.get("enrichment") or {})
+    logger.append_keys(finding_id=finding.id, finding_type=finding.type)
+
+    policy = _policy(_decide_settings().policy_path)
+    decision = evaluate(policy, finding, enrichment, adapters.estate_addresses())
+
+    logger.info(
+        "decision made",
+        extra={
+            "mode": decision.mode.value,
+            "rule": decision.rule,
+            "actions": [action.id for action in decision.actions],
+            "refusals": len(decision.refusals),
+        },
+    )
+    return decision.model_dump(mode="json")
+
+
+@logger.inject_lambda_context(clear_state=True)
+def request_approval(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Store a pending approval and notify approvers; the execution waits for the answer."""
+    request = ApprovalRequest.model_validate(event)
+    settings = _approval_settings()
+    record = new_record(request, now=datetime.now(UTC))
+    logger.append_keys(approval_id=record.approval_id, incident_id=record.incident_id)
+
+    if not adapters.store_approval(settings.approvals_table, record.item()):
+        logger.warning("approval already stored")
+    subject, message = notification(record)
+    adapters.publish(settings.approval_topic_arn, subject, message)
+
+    logger.info("approval requested", extra={"expires_at": record.expires_at.isoformat()})
+    return {"approval_id": record.approval_id}
