@@ -1,0 +1,74 @@
+"""CloudSniper-Decide: the policy decision, and the request for a person's approval."""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from cloud_sniper.domain import naming
+from stacks import references
+from stacks.config import FUNCTIONS, POLICY_FILE_IN_BUNDLE, Settings
+from stacks.nag import acknowledge
+from stacks.service_function import ServiceCode, ServiceFunction
+
+
+class DecideStack(Stack):
+    """The decide step, and the approval request with the topic approvers subscribe to."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        # The bundle carries the policy compiled to JSON: the function needs no YAML parser.
+        code = ServiceCode(self, policy=settings.policy)
+
+        self.decide = ServiceFunction(
+            self,
+            "Decide",
+            spec=FUNCTIONS["decide"],
+            code=code,
+            settings=settings,
+            environment={"POLICY_FILE": POLICY_FILE_IN_BUNDLE},
+        )
+        estate = self.decide.allow(
+            "DescribeEstateAddresses",
+            ["ec2:DescribeAddresses", "ec2:DescribeNatGateways"],
+            ["*"],
+        )
+        acknowledge(
+            estate,
+            "AwsSolutions-IAM5",
+            "EC2 Describe* calls accept no resource but '*'; decide reads the estate's Elastic "
+            "IPs and NAT gateway addresses so that it never blocks them.",
+            "Resource::*",
+        )
+
+        self.approval_topic = sns.Topic(
+            self,
+            "Approvals",
+            topic_name=naming.APPROVAL_TOPIC,
+            display_name="Cloud Sniper approvals",
+            # The AWS managed key: approvers' subscriptions need no key policy of ours.
+            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+            enforce_ssl=True,
+        )
+        self.request_approval = ServiceFunction(
+            self,
+            "RequestApproval",
+            spec=FUNCTIONS["request_approval"],
+            code=code,
+            settings=settings,
+            environment={
+                "APPROVALS_TABLE": naming.APPROVALS_TABLE,
+                "APPROVAL_TOPIC_ARN": self.approval_topic.topic_arn,
+            },
+        )
+        approvals = references.table(self, naming.APPROVALS_TABLE)
+        approvals.grant(self.request_approval.role, "dynamodb:PutItem")
+        # Not grant_publish: it adds kms:GenerateDataKey* on every key, and the AWS managed
+        # key's own policy already lets the account's principals use it through SNS.
+        self.request_approval.allow(
+            "PublishApprovals", ["sns:Publish"], [self.approval_topic.topic_arn]
+        )

@@ -1,0 +1,130 @@
+"""CloudSniper-Mitigate: the blocks, in WAF IP sets and network ACLs, and their expiry."""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_wafv2 as wafv2
+from constructs import Construct
+
+from cloud_sniper.domain import naming
+from stacks import config, references
+from stacks.config import FUNCTIONS, WAF_SCOPE, Settings
+from stacks.nag import acknowledge
+from stacks.service_function import ServiceCode, ServiceFunction
+
+_NACL_REASON = (
+    "The network ACL to edit is the one of the affected subnet, known only from the finding; "
+    "the NACL rule range setting keeps the function to its own entries."
+)
+_LOOKUPS_REASON = (
+    "wafv2:ListIPSets and ec2:DescribeNetworkAcls accept no resource but '*': the functions "
+    "find the IP sets by name and the network ACLs by subnet."
+)
+
+
+class MitigateStack(Stack):
+    """The mitigate step, and the sweep that lifts blocks whose time is up."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        # CloudFormation owns the sets, the functions own their addresses. An update of a set's
+        # own properties here would reset its addresses and lift the active WAF blocks.
+        self.ip_sets = {
+            version: wafv2.CfnIPSet(
+                self,
+                f"Blocked{version.capitalize()}",
+                name=name,
+                scope=WAF_SCOPE,
+                ip_address_version=version.upper(),
+                addresses=[],
+                description=f"Addresses Cloud Sniper blocks - {version} - kept by its functions",
+            )
+            for version, name in (("ipv4", naming.WAF_IPV4_SET), ("ipv6", naming.WAF_IPV6_SET))
+        }
+
+        code = ServiceCode(self)
+        environment = {
+            "BLOCKS_TABLE": naming.BLOCKS_TABLE,
+            "INDICATORS_TABLE": naming.INDICATORS_TABLE,
+            "WAF_SCOPE": WAF_SCOPE,
+            "WAF_IPV4_SET_NAME": naming.WAF_IPV4_SET,
+            "WAF_IPV6_SET_NAME": naming.WAF_IPV6_SET,
+            "NACL_RULE_RANGE": settings.nacl_rule_range,
+            "DEFAULT_BLOCK_TTL_SECONDS": str(settings.block_ttl_seconds),
+        }
+        self.mitigate = ServiceFunction(
+            self,
+            "Mitigate",
+            spec=FUNCTIONS["mitigate"],
+            code=code,
+            settings=settings,
+            environment=environment,
+        )
+        self._allow_blocks(self.mitigate, create_nacl_entries=True)
+
+        self.expire = ServiceFunction(
+            self,
+            "Expire",
+            spec=FUNCTIONS["expire"],
+            code=code,
+            settings=settings,
+            environment=environment,
+        )
+        self._allow_blocks(self.expire, create_nacl_entries=False)
+        events.Rule(
+            self,
+            "ExpirySchedule",
+            description="Lift the Cloud Sniper blocks whose time is up",
+            schedule=events.Schedule.rate(config.EXPIRY_SCHEDULE),
+            # A missed sweep is made up by the next one, a quarter of an hour later.
+            targets=[
+                targets.LambdaFunction(
+                    self.expire.function, retry_attempts=2, max_event_age=Duration.minutes(10)
+                )
+            ],
+        )
+
+    def _allow_blocks(self, function: ServiceFunction, *, create_nacl_entries: bool) -> None:
+        function.allow(
+            "WafIpSets",
+            ["wafv2:GetIPSet", "wafv2:UpdateIPSet"],
+            [ip_set.attr_arn for ip_set in self.ip_sets.values()],
+        )
+        acknowledge(
+            function.allow("Lookups", ["wafv2:ListIPSets", "ec2:DescribeNetworkAcls"], ["*"]),
+            "AwsSolutions-IAM5",
+            _LOOKUPS_REASON,
+            "Resource::*",
+        )
+
+        entry_actions = ["ec2:DeleteNetworkAclEntry"]
+        if create_nacl_entries:
+            entry_actions.insert(0, "ec2:CreateNetworkAclEntry")
+        network_acls = self.format_arn(
+            service="ec2",
+            resource="network-acl",
+            resource_name="*",
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        acknowledge(
+            function.allow("NetworkAclEntries", entry_actions, [network_acls]),
+            "AwsSolutions-IAM5",
+            _NACL_REASON,
+            "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-acl/*",
+        )
+
+        blocks = references.table(function, naming.BLOCKS_TABLE)
+        blocks.grant(
+            function.role,
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+            "dynamodb:Scan",
+        )
+        indicators = references.table(function, naming.INDICATORS_TABLE)
+        indicators.grant(function.role, "dynamodb:UpdateItem")

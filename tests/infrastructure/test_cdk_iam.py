@@ -1,0 +1,124 @@
+"""Each function's role allows exactly the AWS calls the contract lists, on the resources named."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud_sniper.domain import naming
+
+ACCOUNT = "<AWS::Region>:<AWS::AccountId>"
+TABLE = "arn:<AWS::Partition>:dynamodb:" + ACCOUNT + ":table/{}"
+NETWORK_ACLS = f"arn:<AWS::Partition>:ec2:{ACCOUNT}:network-acl/*"
+WAF_SETS = (
+    f"<AWS::WAFv2::IPSet {naming.WAF_IPV4_SET}.Arn>",
+    f"<AWS::WAFv2::IPSet {naming.WAF_IPV6_SET}.Arn>",
+)
+
+
+def blocks_statements(*nacl_actions: str) -> set:
+    """What mitigate and expire share: the blocks, the WAF IP sets, the network ACLs."""
+    return {
+        (("wafv2:GetIPSet", "wafv2:UpdateIPSet"), WAF_SETS),
+        (("ec2:DescribeNetworkAcls", "wafv2:ListIPSets"), ("*",)),
+        (nacl_actions, (NETWORK_ACLS,)),
+        (
+            (
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:Query",
+                "dynamodb:Scan",
+                "dynamodb:UpdateItem",
+            ),
+            (TABLE.format(naming.BLOCKS_TABLE),),
+        ),
+        (("dynamodb:UpdateItem",), (TABLE.format(naming.INDICATORS_TABLE),)),
+    }
+
+
+EXPECTED = {
+    "receive": {
+        (
+            (
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage",
+            ),
+            (f"<AWS::SQS::Queue {naming.INTAKE_QUEUE}.Arn>",),
+        ),
+        (
+            ("states:StartExecution",),
+            (f"arn:<AWS::Partition>:states:{ACCOUNT}:stateMachine:{naming.STATE_MACHINE}",),
+        ),
+        (("sqs:SendMessage",), (f"<AWS::SQS::Queue {naming.INTAKE_DLQ}.Arn>",)),
+    },
+    "ingest": set(),
+    "enrich": {
+        (
+            ("dynamodb:GetItem", "dynamodb:UpdateItem"),
+            (TABLE.format(naming.INDICATORS_TABLE),),
+        )
+    },
+    "decide": {(("ec2:DescribeAddresses", "ec2:DescribeNatGateways"), ("*",))},
+    "request_approval": {
+        (("dynamodb:PutItem",), (TABLE.format(naming.APPROVALS_TABLE),)),
+        (("sns:Publish",), (f"<AWS::SNS::Topic {naming.APPROVAL_TOPIC}>",)),
+    },
+    "mitigate": blocks_statements("ec2:CreateNetworkAclEntry", "ec2:DeleteNetworkAclEntry"),
+    "expire": blocks_statements("ec2:DeleteNetworkAclEntry"),
+    "report": {
+        (
+            ("dynamodb:GetItem", "dynamodb:PutItem"),
+            (TABLE.format(naming.INCIDENTS_TABLE),),
+        ),
+        (
+            ("dynamodb:GetItem", "dynamodb:UpdateItem"),
+            (TABLE.format(naming.APPROVALS_TABLE),),
+        ),
+        (
+            ("s3:PutObject",),
+            (
+                f"arn:<AWS::Partition>:s3:::{naming.PREFIX}-reports-<AWS::AccountId>-<AWS::Region>/*",
+            ),
+        ),
+        (
+            ("events:PutEvents",),
+            (f"arn:<AWS::Partition>:events:{ACCOUNT}:event-bus/{naming.EVENT_BUS}",),
+        ),
+    },
+}
+
+
+@pytest.mark.parametrize("role", sorted(naming.FUNCTIONS))
+def test_function_role_allows_exactly_the_contract_calls(assembly, role):
+    name = naming.FUNCTIONS[role]
+
+    # Given the statements of every policy attached to the function's role
+    statements = assembly.statements(name)
+
+    # Then besides writing its own log group and its traces, it may do what the contract says
+    running = {
+        (
+            ("logs:CreateLogStream", "logs:PutLogEvents"),
+            (f"<AWS::Logs::LogGroup /aws/lambda/{name}.Arn>",),
+        ),
+        (("xray:PutTelemetryRecords", "xray:PutTraceSegments"), ("*",)),
+    }
+    assert statements == running | EXPECTED[role]
+
+
+@pytest.mark.parametrize("role", sorted(naming.FUNCTIONS))
+def test_function_role_has_no_managed_policy_and_trusts_only_lambda(assembly, role):
+    stack, function = assembly.function(naming.FUNCTIONS[role])
+    role_id = function["Role"]["Fn::GetAtt"][0]
+    properties = assembly.templates[stack]["Resources"][role_id]["Properties"]
+
+    assert "ManagedPolicyArns" not in properties
+    assert properties["AssumeRolePolicyDocument"]["Statement"] == [
+        {
+            "Action": "sts:AssumeRole",
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+        }
+    ]
