@@ -15,6 +15,10 @@ from botocore.exceptions import ClientError
 logger = logging.getLogger(__name__)
 
 STACK_TYPE = "aws:cloudformation:stack"
+
+# moto's SQS event source mapping hands messages to its own Lambda, which runs no code, and
+# drops them; the local runtime's poller delivers them to the real handlers instead.
+RUNTIME_EMULATED = frozenset({"AWS::Lambda::EventSourceMapping"})
 ASSET_MANIFEST_TYPE = "cdk:asset-manifest"
 
 
@@ -136,6 +140,11 @@ def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:
 def _create_stack(clients: Any, stack_name: str, template: dict[str, Any]) -> DeployedStack:
     """Create one stack; resources the emulation skips are created from the template by hand."""
     template = _without_bootstrap_check(template)
+    deployed = DeployedStack(stack_name, template)
+    template = _without_runtime_emulated(template)
+    template, created_by_hand = _create_by_hand(clients, template)
+    deployed.created_by_hand = created_by_hand
+
     cloudformation = clients("cloudformation")
     try:
         cloudformation.create_stack(
@@ -150,23 +159,85 @@ def _create_stack(clients: Any, stack_name: str, template: dict[str, Any]) -> De
     if status != "CREATE_COMPLETE":
         raise DeployError(f"stack {stack_name}: ended in {status}")
 
-    deployed = DeployedStack(stack_name, template)
-    created = {
-        summary["LogicalResourceId"]
-        for summary in cloudformation.list_stack_resources(StackName=stack_name)[
-            "StackResourceSummaries"
-        ]
-    }
+    summaries = cloudformation.list_stack_resources(StackName=stack_name)["StackResourceSummaries"]
+    for summary in summaries:
+        if summary["ResourceType"] == "AWS::StepFunctions::StateMachine":
+            _publish_state_machine(clients, summary["PhysicalResourceId"])
+    created = {summary["LogicalResourceId"] for summary in summaries}
     for logical_id, resource in template.get("Resources", {}).items():
-        if logical_id in created:
-            continue
+        if logical_id not in created:
+            deployed.not_emulated.append(f"{logical_id} ({resource['Type']})")
+    return deployed
+
+
+def _without_runtime_emulated(template: dict[str, Any]) -> dict[str, Any]:
+    """Leave out what the local runtime emulates itself (see RUNTIME_EMULATED)."""
+    resources = {
+        logical_id: resource
+        for logical_id, resource in template.get("Resources", {}).items()
+        if resource["Type"] not in RUNTIME_EMULATED
+    }
+    return {**template, "Resources": resources}
+
+
+def _create_by_hand(
+    clients: Any, template: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Create the resources the emulated CloudFormation skips, and put their values in the template.
+
+    References to them (Ref, Fn::GetAtt) are replaced by what the created resource returned, so
+    the rest of the stack deploys as it would in AWS.
+    """
+    resources = dict(template.get("Resources", {}))
+    values: dict[str, dict[str, str]] = {}
+    created = []
+    for logical_id, resource in list(resources.items()):
         maker = _BY_HAND.get(resource["Type"])
         if maker is None:
-            deployed.not_emulated.append(f"{logical_id} ({resource['Type']})")
             continue
-        maker(clients, resource.get("Properties", {}))
-        deployed.created_by_hand.append(f"{logical_id} ({resource['Type']})")
-    return deployed
+        values[logical_id] = maker(clients, resource.get("Properties", {}))
+        created.append(f"{logical_id} ({resource['Type']})")
+        del resources[logical_id]
+    if not values:
+        return template, created
+    resolved = _replace_references({**template, "Resources": resources}, values)
+    return resolved, created
+
+
+def _replace_references(node: Any, values: dict[str, dict[str, str]]) -> Any:
+    if isinstance(node, list):
+        return [_replace_references(item, values) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {"Ref"} and node["Ref"] in values:
+        return values[node["Ref"]]["Ref"]
+    if set(node) == {"Fn::GetAtt"} and node["Fn::GetAtt"][0] in values:
+        logical_id, attribute = node["Fn::GetAtt"][0], node["Fn::GetAtt"][1]
+        return values[logical_id][attribute]
+    if "DependsOn" in node and isinstance(node["DependsOn"], list):
+        node = {**node, "DependsOn": [d for d in node["DependsOn"] if d not in values]}
+    elif node.get("DependsOn") in values:
+        node = {key: value for key, value in node.items() if key != "DependsOn"}
+    return {key: _replace_references(value, values) for key, value in node.items()}
+
+
+def _publish_state_machine(clients: Any, arn: str) -> None:
+    """Make a state machine that CloudFormation created runnable by the Step Functions API.
+
+    moto keeps two Step Functions backends: CloudFormation writes to the plain one, while the
+    API (set to execute Amazon States Language) reads the executing one. The definition, with
+    its references resolved by CloudFormation, is copied from the first into the second.
+    """
+    from moto.stepfunctions.models import stepfunctions_backends
+
+    _, _, _, region, account, _, _ = arn.split(":", 6)
+    created = stepfunctions_backends[account][region].describe_state_machine(arn)
+    clients("stepfunctions").create_state_machine(
+        name=created.name,
+        definition=created.definition,
+        roleArn=created.roleArn,
+        type=getattr(created, "type", None) or "STANDARD",
+    )
 
 
 def _without_bootstrap_check(template: dict[str, Any]) -> dict[str, Any]:
@@ -182,18 +253,20 @@ def _without_bootstrap_check(template: dict[str, Any]) -> dict[str, Any]:
     return template
 
 
-def _create_ip_set(clients: Any, properties: dict[str, Any]) -> None:
+def _create_ip_set(clients: Any, properties: dict[str, Any]) -> dict[str, str]:
     wafv2 = clients("wafv2")
     existing = wafv2.list_ip_sets(Scope=properties["Scope"])["IPSets"]
-    if any(ip_set["Name"] == properties["Name"] for ip_set in existing):
-        return
-    wafv2.create_ip_set(
-        Name=properties["Name"],
-        Scope=properties["Scope"],
-        IPAddressVersion=properties["IPAddressVersion"],
-        Addresses=properties.get("Addresses", []),
-        Description=properties.get("Description", ""),
-    )
+    summary = next((s for s in existing if s["Name"] == properties["Name"]), None)
+    if summary is None:
+        summary = wafv2.create_ip_set(
+            Name=properties["Name"],
+            Scope=properties["Scope"],
+            IPAddressVersion=properties["IPAddressVersion"],
+            Addresses=properties.get("Addresses", []),
+            Description=properties.get("Description", ""),
+        )["Summary"]
+    reference = f"{summary['Name']}|{summary['Id']}|{properties['Scope']}"
+    return {"Ref": reference, "Arn": summary["ARN"], "Id": summary["Id"]}
 
 
 # Resource types the emulation's CloudFormation skips and that matter to the pipeline.

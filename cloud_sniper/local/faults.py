@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import botocore.handlers
 from botocore.awsrequest import AWSResponse
 from moto.core.botocore_stubber import MockRawResponse
 from pydantic import BaseModel, ConfigDict
+
+from cloud_sniper.local.hooks import handler_registered
 
 FAULTS_PARAMETER = "/cloud-sniper/local/faults"
 UNSERVED_URL = "http://answered-in-process.invalid/"
@@ -51,12 +52,8 @@ class FaultInjector:
 
     @contextmanager
     def installed(self) -> Iterator[FaultInjector]:
-        entry = ("before-send", self._on_request)
-        botocore.handlers.BUILTIN_HANDLERS.insert(0, entry)
-        try:
+        with handler_registered("before-send", self._on_request, first=True):
             yield self
-        finally:
-            botocore.handlers.BUILTIN_HANDLERS.remove(entry)
 
     def _rules(self) -> list[FaultRule]:
         if getattr(self._reading, "active", False):

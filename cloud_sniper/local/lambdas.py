@@ -18,18 +18,18 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
-import botocore.handlers
 from botocore.awsrequest import AWSResponse
 from moto.core.botocore_stubber import MockRawResponse
+
+from cloud_sniper.local.hooks import handler_registered
 
 INVOKE_EVENT = "before-send.lambda.Invoke"
 UNSERVED_URL = "http://answered-in-process.invalid/"
 
-# The runtime's own variables a handler sees; everything else comes from the function.
-_RUNTIME_ENV_KEYS = ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "_HANDLER")
 
 
 @dataclass
@@ -72,17 +72,15 @@ class InProcessLambda:
         # One invocation at a time: handlers read os.environ, which is process-wide.
         self._lock = threading.RLock()
         self._loaded: dict[str, tuple[Any, dict[str, str]]] = {}
+        # Each function's staged code, by function name: the handler reads its files there.
+        self.task_roots: dict[str, Path] = {}
         self.invocations: list[Invocation] = []
 
     @contextmanager
     def installed(self) -> Iterator[InProcessLambda]:
         """Register the handler for every botocore client created while the block runs."""
-        entry = (INVOKE_EVENT, self._on_invoke)
-        botocore.handlers.BUILTIN_HANDLERS.append(entry)
-        try:
+        with handler_registered(INVOKE_EVENT, self._on_invoke):
             yield self
-        finally:
-            botocore.handlers.BUILTIN_HANDLERS.remove(entry)
 
     def _on_invoke(self, request: Any, **_: Any) -> AWSResponse | None:
         name = _function_name_from_url(request.url)
@@ -97,7 +95,8 @@ class InProcessLambda:
         """Run one invocation and shape the answer as the Lambda API does."""
         configuration = self._configuration(name)
         started = time.monotonic()
-        with self._lock, _environment(configuration):
+        task_root = self.task_roots.get(configuration["FunctionName"])
+        with self._lock, _environment(configuration, self._region, task_root):
             handler = self._handler(configuration)
             context = LambdaContext(
                 function_name=configuration["FunctionName"],
@@ -146,9 +145,12 @@ class InProcessLambda:
 
 
 @contextmanager
-def _environment(configuration: dict) -> Iterator[None]:
+def _environment(configuration: dict, region: str, task_root: Path | None) -> Iterator[None]:
     """Give the handler its function's environment variables for the length of one call."""
     variables = dict(configuration.get("Environment", {}).get("Variables", {}))
+    variables["AWS_REGION"] = variables["AWS_DEFAULT_REGION"] = region
+    if task_root is not None:
+        variables["LAMBDA_TASK_ROOT"] = str(task_root)
     variables["AWS_LAMBDA_FUNCTION_NAME"] = configuration["FunctionName"]
     variables["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(configuration.get("MemorySize", 128))
     variables["_HANDLER"] = configuration["Handler"]

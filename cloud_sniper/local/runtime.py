@@ -80,6 +80,7 @@ class LocalCloud:
             for resource in stack.not_emulated:
                 logger.info("not emulated locally: %s", resource)
 
+        self.lambdas.task_roots = self._task_roots()
         self._poller = threading.Thread(target=self._poll, name="event-source-mapping", daemon=True)
         self._poller.start()
         return self
@@ -96,6 +97,18 @@ class LocalCloud:
 
     def __exit__(self, *_: Any) -> None:
         self.stop()
+
+    def _task_roots(self) -> dict[str, Path]:
+        """Each function's staged code in the assembly, as Lambda would unpack it in /var/task."""
+        assert self.app is not None
+        roots = {}
+        for _, resource in self.app.resources("AWS::Lambda::Function"):
+            properties = resource["Properties"]
+            key = properties.get("Code", {}).get("S3Key", "")
+            folder = self.assembly / f"asset.{key.removesuffix('.zip')}"
+            if properties.get("FunctionName") and folder.is_dir():
+                roots[properties["FunctionName"]] = folder
+        return roots
 
     def _ssm(self) -> Any:
         return self.clients("ssm")

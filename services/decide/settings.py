@@ -11,9 +11,10 @@ from pydantic import Field, ValidationError
 import cloud_sniper
 from cloud_sniper.domain.models import Model
 
-# The bundle's root: /var/task in Lambda, the repository when run locally. A relative
-# POLICY_FILE is read from here, whatever the working directory.
-BUNDLE_ROOT = Path(cloud_sniper.__file__).resolve().parent.parent
+# The bundle's root, where a relative POLICY_FILE is read whatever the working directory:
+# LAMBDA_TASK_ROOT (/var/task in Lambda; the function's staged asset in the local runtime),
+# else the folder this code was imported from.
+IMPORT_ROOT = Path(cloud_sniper.__file__).resolve().parent.parent
 DEFAULT_POLICY_FILE = "cloud_sniper/data/policy.json"
 
 Required = Annotated[str, Field(min_length=1)]
@@ -44,7 +45,8 @@ class DecideSettings(EnvSettings):
 
     @property
     def policy_path(self) -> Path:
-        return BUNDLE_ROOT / self.policy_file
+        root = os.environ.get("LAMBDA_TASK_ROOT")
+        return (Path(root) if root else IMPORT_ROOT) / self.policy_file
 
 
 class ApprovalSettings(EnvSettings):
