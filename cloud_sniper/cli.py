@@ -78,7 +78,7 @@ def _ephemeral_pipeline() -> Iterator[Callable[[str], Any]]:
     from cloud_sniper.synth import synthesize
 
     assembly = synthesize(server.state_dir() / "cdk.out")
-    with LocalCloud(assembly) as cloud:
+    with LocalCloud(assembly, log_file=server.state_dir() / "functions.log") as cloud:
         seed_estate(cloud.clients)
         yield cloud.clients
 
@@ -370,10 +370,6 @@ def _json_document(results: list[Any], rejected: list[tuple[str, str]]) -> dict[
         finding = result.submission.finding
         decision = result.decision or {}
         incident = result.incident or {}
-        actions = incident.get("actions") or [
-            {"kind": action["kind"], "target": action["target"], "status": "awaiting_approval"}
-            for action in decision.get("actions", [])
-        ]
         findings.append(
             {
                 "finding_id": finding.id,
@@ -381,10 +377,9 @@ def _json_document(results: list[Any], rejected: list[tuple[str, str]]) -> dict[
                 "severity": finding.severity,
                 "source": result.submission.locator,
                 "decision": {"mode": decision.get("mode"), "reason": decision.get("reason")},
-                "actions": [
-                    {"kind": a["kind"], "target": a["target"], "status": a["status"]} for a in actions
-                ],
+                "actions": _action_rows(result, decision, incident),
                 "outcome": incident.get("outcome"),
+                "failure": incident.get("failure"),
                 "execution": {"name": result.submission.execution_name, "status": result.status},
                 "approval_id": result.approval_id,
                 "reports": [str(path) for path in result.report_files],
@@ -396,13 +391,40 @@ def _json_document(results: list[Any], rejected: list[tuple[str, str]]) -> dict[
     }
 
 
+def _action_rows(result: Any, decision: dict, incident: dict) -> list[dict[str, str]]:
+    """Each action with its status: as run, or as planned when it has not run (yet)."""
+    if incident.get("actions"):
+        return [
+            {"kind": a["kind"], "target": a["target"], "status": a["status"]}
+            for a in incident["actions"]
+        ]
+    status = "awaiting_approval" if result.approval_id else "not_run"
+    return [
+        {"kind": a["kind"], "target": a["target"], "status": status}
+        for a in decision.get("actions", [])
+    ]
+
+
+def _actions_text(actions: list[dict[str, str]]) -> str:
+    """Actions grouped by target: `45.155.205.233/32 waf+nacl applied`."""
+    by_target: dict[str, dict[str, set[str]]] = {}
+    for action in actions:
+        entry = by_target.setdefault(action["target"], {"kinds": set(), "statuses": set()})
+        entry["kinds"].add(action["kind"].removesuffix("_block"))
+        entry["statuses"].add(action["status"])
+    return "; ".join(
+        f"{target} {'+'.join(sorted(entry['kinds'], reverse=True))} "
+        f"{'/'.join(sorted(entry['statuses']))}"
+        for target, entry in by_target.items()
+    )
+
+
 def _print_results(
     results: list[Any], rejected: list[tuple[str, str]], out_dir: Path, seconds: float, ephemeral: bool
 ) -> None:
     document = _json_document(results, rejected)
     rows = []
     for item in document["findings"]:
-        actions = ", ".join(f"{a['kind']} {a['target']}: {a['status']}" for a in item["actions"])
         outcome = item["outcome"] or item["execution"]["status"].lower()
         rows.append(
             (
@@ -410,12 +432,16 @@ def _print_results(
                 item["type"],
                 f"{item['severity']:.1f}",
                 item["decision"]["mode"] or "-",
-                actions or "-",
+                _actions_text(item["actions"]) or "-",
                 outcome,
             )
         )
     _table(("finding", "type", "severity", "decision", "actions", "outcome"), rows)
     print(f"\n{len(results)} finding(s) in {seconds:.1f} s; reports under {out_dir.resolve()}/")
+    for item in document["findings"]:
+        if item["failure"]:
+            failure = item["failure"]
+            print(f"failed {item['finding_id'][:12]}: {_failure_text(failure)}")
     for source, error in rejected:
         print(f"rejected {source}: {error}")
     waiting = [result for result in results if result.approval_id]
@@ -427,6 +453,15 @@ def _print_results(
         if ephemeral:
             print("  (--ephemeral: these end with this process; use the local server to answer later)")
     print("blocks in force: cloud-sniper blocks list; each execution: cloud-sniper executions show NAME")
+
+
+def _failure_text(failure: dict[str, str]) -> str:
+    """A failure's error and message; a Lambda error's cause is its JSON payload."""
+    try:
+        message = json.loads(failure["cause"])["errorMessage"]
+    except (ValueError, KeyError, TypeError):
+        message = failure["cause"]
+    return f"{failure['error']}: {message[:200]}"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,9 @@ def deploy_assembly(assembly: Path, clients: Any, account: str, region: str) -> 
     `clients(service)` returns a boto3 client bound to the emulated account.
     """
     manifest = json.loads((assembly / "manifest.json").read_text())
+    # What the emulation skips is reported in DeployedStack.not_emulated, once, not as warnings.
+    logging.getLogger("moto").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="Tried to parse", category=UserWarning)
     _upload_assets(assembly, manifest, clients, account, region)
 
     deployed = []

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
+import sys
 import threading
 import time
 import traceback
@@ -66,9 +68,12 @@ class Invocation:
 class InProcessLambda:
     """Answers Lambda Invoke calls by running the configured handler in this process."""
 
-    def __init__(self, region: str, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, region: str, endpoint_url: str | None = None, log_file: Path | None = None
+    ) -> None:
         self._region = region
         self._endpoint_url = endpoint_url
+        self._log = log_file.open("a", buffering=1) if log_file else None
         # One invocation at a time: handlers read os.environ, which is process-wide.
         self._lock = threading.RLock()
         self._loaded: dict[str, tuple[Any, dict[str, str]]] = {}
@@ -141,6 +146,8 @@ class InProcessLambda:
             module = importlib.reload(module)
         handler = getattr(module, attribute)
         self._loaded[configuration["FunctionName"]] = (handler, environment)
+        if self._log is not None:
+            _send_logs_to(self._log)
         return handler
 
 
@@ -164,6 +171,19 @@ def _environment(configuration: dict, region: str, task_root: Path | None) -> It
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _send_logs_to(stream: Any) -> None:
+    """Write the functions' logs to one file, as CloudWatch Logs would keep them, not the terminal."""
+    for logger in logging.root.manager.loggerDict.values():
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (
+                sys.stdout,
+                sys.__stdout__,
+                sys.stderr,
+                sys.__stderr__,
+            ):
+                handler.setStream(stream)
 
 
 def _function_name_from_url(url: str) -> str:

@@ -150,7 +150,7 @@ def _describe(clients: Any, result: Result) -> None:
         return
     if result.status == "SUCCEEDED":
         output = json.loads(sfn.describe_execution(executionArn=arn).get("output") or "{}")
-        result.incident = _incident_document(clients, output)
+        result.incident = _incident_document(clients, output.get("report", {}))
         if result.incident is not None:
             result.decision = result.incident.get("decision")
             return

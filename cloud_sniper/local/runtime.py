@@ -38,8 +38,13 @@ MOTO_CONFIG = {
 def client_factory(region: str = REGION, endpoint_url: str | None = None) -> Callable[..., Any]:
     """Make boto3 clients bound to the emulated account, in-process or over loopback."""
 
+    # The local server accepts any credentials; a machine without an AWS profile has none.
+    credentials = (
+        {"aws_access_key_id": "local", "aws_secret_access_key": "local"} if endpoint_url else {}
+    )
+
     def clients(service: str) -> Any:
-        return boto3.client(service, region_name=region, endpoint_url=endpoint_url)
+        return boto3.client(service, region_name=region, endpoint_url=endpoint_url, **credentials)
 
     return clients
 
@@ -54,11 +59,11 @@ class EventSourceMapping:
 class LocalCloud:
     """Start, deploy into and stop the in-process emulated account."""
 
-    def __init__(self, assembly: Path, region: str = REGION) -> None:
+    def __init__(self, assembly: Path, region: str = REGION, log_file: Path | None = None) -> None:
         self.assembly = assembly
         self.region = region
         self.clients = client_factory(region)
-        self.lambdas = InProcessLambda(region)
+        self.lambdas = InProcessLambda(region, log_file=log_file)
         self.app: DeployedApp | None = None
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._stops: list[Callable[[], None]] = []

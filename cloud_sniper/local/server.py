@@ -105,7 +105,7 @@ def serve(port: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     assembly = synthesize(state_dir() / "cdk.out")
-    cloud = LocalCloud(assembly).start()
+    cloud = LocalCloud(assembly, log_file=state_dir() / "functions.log").start()
     seed_estate(cloud.clients)
     server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
     server.start()
