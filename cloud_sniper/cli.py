@@ -65,7 +65,10 @@ def _local_pipeline(args: argparse.Namespace) -> Iterator[Callable[[str], Any]]:
 
     status = server.read_status()
     if status is None:
-        _say(args, "starting the local server (emulated AWS account, first start synthesizes the app)")
+        _say(
+            args,
+            "starting the local server (emulated AWS account, first start synthesizes the app)",
+        )
         status = server.start_background()
         _say(args, f"local server up on {status.endpoint_url}, log: {status.log_file}")
     yield client_factory(endpoint_url=status.endpoint_url)
@@ -225,7 +228,11 @@ def _approvals_answer(args: argparse.Namespace, approve: bool) -> int:
     session = _session(args)
     try:
         approval = answer(
-            session, args.approval_id, approve=approve, reason=args.reason, approver=_approver(session)
+            session,
+            args.approval_id,
+            approve=approve,
+            reason=args.reason,
+            approver=_approver(session),
         )
     except ApprovalError as exc:
         raise CliError(str(exc)) from exc
@@ -285,7 +292,9 @@ def execution_path(history: list[dict[str, Any]]) -> list[str]:
             rows.append(f"+{offset:7.2f}s  {name:<18} {took:6.2f}s")
         elif kind.endswith("Failed") or kind.endswith("TimedOut"):
             details = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
-            rows.append(f"          {kind}: {details.get('error', '')} {details.get('cause', '')[:160]}")
+            rows.append(
+                f"          {kind}: {details.get('error', '')} {details.get('cause', '')[:160]}"
+            )
     return rows
 
 
@@ -294,7 +303,10 @@ def _blocks_list(args: argparse.Namespace) -> int:
     dynamodb = session.client("dynamodb")
     items = []
     for page in dynamodb.get_paginator("scan").paginate(TableName=naming.BLOCKS_TABLE):
-        items += [{key: next(iter(value.values())) for key, value in item.items()} for item in page["Items"]]
+        items += [
+            {key: next(iter(value.values())) for key, value in item.items()}
+            for item in page["Items"]
+        ]
     if not args.all:
         items = [item for item in items if item.get("status") == "active"]
     items.sort(key=lambda item: item.get("created_at", ""))
@@ -302,8 +314,15 @@ def _blocks_list(args: argparse.Namespace) -> int:
         print(json.dumps(items, indent=2, default=str))
         return EXIT_OK
     rows = [
-        (item.get("kind"), item.get("target"), item.get("nacl_id") or item.get("block_id", "").split("#")[1],
-         item.get("rule_number", ""), item.get("status"), item.get("expires_at"), item.get("incident_id"))
+        (
+            item.get("kind"),
+            item.get("target"),
+            item.get("nacl_id") or item.get("block_id", "").split("#")[1],
+            item.get("rule_number", ""),
+            item.get("status"),
+            item.get("expires_at"),
+            item.get("incident_id"),
+        )
         for item in items
     ]
     _table(("kind", "address", "where", "rule", "status", "expires", "incident"), rows)
@@ -314,7 +333,9 @@ def _blocks_list(args: argparse.Namespace) -> int:
 
 def _blocks_expire(args: argparse.Namespace) -> int:
     session = _session(args)
-    response = session.client("lambda").invoke(FunctionName=naming.FUNCTIONS["expire"], Payload=b"{}")
+    response = session.client("lambda").invoke(
+        FunctionName=naming.FUNCTIONS["expire"], Payload=b"{}"
+    )
     payload = json.loads(response["Payload"].read() or b"{}")
     if response.get("FunctionError"):
         raise CliError(f"the expiry run failed: {payload.get('errorMessage', payload)}")
@@ -327,7 +348,9 @@ def _local_up(args: argparse.Namespace) -> int:
 
     status = server.read_status()
     if status is not None:
-        print(f"already running on {status.endpoint_url} (pid {status.pid}), log: {status.log_file}")
+        print(
+            f"already running on {status.endpoint_url} (pid {status.pid}), log: {status.log_file}"
+        )
         return EXIT_OK
     print("starting the local server: synthesizing and deploying the app into an emulated account")
     status = server.start_background()
@@ -357,7 +380,9 @@ def _local_status(args: argparse.Namespace) -> int:
         print("the local server is not running")
         return EXIT_REJECTED
     age = time.time() - status.started_at
-    print(f"running on {status.endpoint_url} (pid {status.pid}) for {age:.0f} s, log: {status.log_file}")
+    print(
+        f"running on {status.endpoint_url} (pid {status.pid}) for {age:.0f} s, log: {status.log_file}"
+    )
     return EXIT_OK
 
 
@@ -420,7 +445,11 @@ def _actions_text(actions: list[dict[str, str]]) -> str:
 
 
 def _print_results(
-    results: list[Any], rejected: list[tuple[str, str]], out_dir: Path, seconds: float, ephemeral: bool
+    results: list[Any],
+    rejected: list[tuple[str, str]],
+    out_dir: Path,
+    seconds: float,
+    ephemeral: bool,
 ) -> None:
     document = _json_document(results, rejected)
     rows = []
@@ -451,8 +480,12 @@ def _print_results(
             print(f"  cloud-sniper approvals approve {result.approval_id} --reason '...'")
             print(f"  cloud-sniper approvals deny    {result.approval_id} --reason '...'")
         if ephemeral:
-            print("  (--ephemeral: these end with this process; use the local server to answer later)")
-    print("blocks in force: cloud-sniper blocks list; each execution: cloud-sniper executions show NAME")
+            print(
+                "  (--ephemeral: these end with this process; use the local server to answer later)"
+            )
+    print(
+        "blocks in force: cloud-sniper blocks list; each execution: cloud-sniper executions show NAME"
+    )
 
 
 def _failure_text(failure: dict[str, str]) -> str:
@@ -517,7 +550,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--json", action="store_true", help="print one JSON document")
         command.add_argument("--out", default="out", help="folder for the reports (default ./out)")
         command.add_argument(
-            "--ephemeral", action="store_true", help="run everything in this process and end with it"
+            "--ephemeral",
+            action="store_true",
+            help="run everything in this process and end with it",
         )
         command.add_argument(
             "--approve",
@@ -560,7 +595,9 @@ def _parser() -> argparse.ArgumentParser:
     listing = execution_commands.add_parser("list", help="every execution and its status")
     account_options(listing)
     listing.set_defaults(command_function=_executions_list)
-    show = execution_commands.add_parser("show", help="the path of one execution through the states")
+    show = execution_commands.add_parser(
+        "show", help="the path of one execution through the states"
+    )
     show.add_argument("name", metavar="NAME")
     account_options(show)
     show.set_defaults(command_function=_executions_show)

@@ -27,3 +27,17 @@ def load_event(name: str) -> dict:
 @pytest.fixture
 def event():
     return load_event
+
+
+@pytest.fixture(scope="session")
+def assembly_dir() -> Path:
+    """The CDK app synthesized once per session, environment-agnostic as on a fresh checkout.
+
+    The assembly is kept in .build/test-assembly and reused while nothing it reads has changed.
+    """
+    from cloud_sniper import synth
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("CDK_DEFAULT_ACCOUNT", "CDK_DEFAULT_REGION"):
+            patch.delenv(name, raising=False)
+        return synth.synthesize(synth.ROOT / ".build" / "test-assembly")

@@ -46,7 +46,9 @@ def seed_estate(clients: Any) -> dict[str, str]:
         estate[role] = instance["InstanceId"]
 
     allocation = ec2.allocate_address(Domain="vpc")
-    ec2.associate_address(AllocationId=allocation["AllocationId"], InstanceId=estate["web_instance"])
+    ec2.associate_address(
+        AllocationId=allocation["AllocationId"], InstanceId=estate["web_instance"]
+    )
     estate["web_public_ip"] = allocation["PublicIp"]
 
     estate["web_acl"] = _web_acl(clients("wafv2"))
@@ -79,7 +81,9 @@ def _own_network_acl(ec2: Any, vpc_id: str, subnet_id: str, role: str) -> str:
             Egress=egress,
             CidrBlock="0.0.0.0/0",
         )
-    acls = ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}])
+    acls = ec2.describe_network_acls(
+        Filters=[{"Name": "association.subnet-id", "Values": [subnet_id]}]
+    )
     for acl in acls["NetworkAcls"]:
         for association in acl["Associations"]:
             if association["SubnetId"] == subnet_id:
@@ -91,7 +95,9 @@ def _own_network_acl(ec2: Any, vpc_id: str, subnet_id: str, role: str) -> str:
 
 def _web_acl(wafv2: Any) -> str:
     """A regional web ACL whose first rule blocks the addresses in Cloud Sniper's IP sets."""
-    ip_sets = [s for s in wafv2.list_ip_sets(Scope="REGIONAL")["IPSets"] if "cloud-sniper" in s["Name"]]
+    ip_sets = [
+        s for s in wafv2.list_ip_sets(Scope="REGIONAL")["IPSets"] if "cloud-sniper" in s["Name"]
+    ]
     rules = [
         {
             "Name": f"block-{ip_set['Name']}",

@@ -100,7 +100,9 @@ def _upload_assets(
             continue
         assets = json.loads((assembly / artifact["properties"]["file"]).read_text())
         for asset in assets.get("files", {}).values():
-            body = _asset_bytes(assembly / asset["source"]["path"], asset["source"].get("packaging"))
+            body = _asset_bytes(
+                assembly / asset["source"]["path"], asset["source"].get("packaging")
+            )
             for destination in asset["destinations"].values():
                 bucket = _substitute(destination["bucketName"], account, region)
                 if bucket not in buckets:
@@ -184,9 +186,7 @@ def _without_runtime_emulated(template: dict[str, Any]) -> dict[str, Any]:
     return {**template, "Resources": resources}
 
 
-def _create_by_hand(
-    clients: Any, template: dict[str, Any]
-) -> tuple[dict[str, Any], list[str]]:
+def _create_by_hand(clients: Any, template: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Create the resources the emulated CloudFormation skips, and put their values in the template.
 
     References to them (Ref, Fn::GetAtt) are replaced by what the created resource returned, so

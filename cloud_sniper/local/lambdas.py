@@ -33,7 +33,6 @@ INVOKE_EVENT = "before-send.lambda.Invoke"
 UNSERVED_URL = "http://answered-in-process.invalid/"
 
 
-
 @dataclass
 class LambdaContext:
     """The parts of the Lambda context object that handlers and Powertools read."""
@@ -125,9 +124,7 @@ class InProcessLambda:
 
     def _record(self, configuration: dict, started: float, error: str | None) -> None:
         seconds = time.monotonic() - started
-        self.invocations.append(
-            Invocation(configuration["FunctionName"], started, seconds, error)
-        )
+        self.invocations.append(Invocation(configuration["FunctionName"], started, seconds, error))
 
     def _configuration(self, name: str) -> dict:
         client = boto3.client("lambda", region_name=self._region, endpoint_url=self._endpoint_url)

@@ -14,9 +14,6 @@ from cloud_sniper import synth
 # jsii starts Node when aws_cdk is first imported, which the test modules here do.
 synth.use_venv_node()
 
-# A directory of its own: the tests' assembly is reused across sessions while nothing changed.
-TEST_ASSEMBLY = synth.ROOT / ".build" / "test-assembly"
-
 
 class Assembly:
     """The synthesized app, read as CloudFormation: templates, resources and their names."""
@@ -141,13 +138,9 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="session")
-def assembly() -> Assembly:
-    """The app synthesized once for the session, environment-agnostic as a fresh checkout."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("CDK_DEFAULT_ACCOUNT", "CDK_DEFAULT_REGION"):
-            patch.delenv(name, raising=False)
-        directory = synth.synthesize(TEST_ASSEMBLY)
-    return Assembly(directory)
+def assembly(assembly_dir: Path) -> Assembly:
+    """The app synthesized once for the session (see tests/conftest.py), read as templates."""
+    return Assembly(assembly_dir)
 
 
 @pytest.fixture(scope="session")

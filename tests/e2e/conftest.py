@@ -1,0 +1,61 @@
+"""One emulated account with the synthesized app deployed, shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud_sniper.local.account import seed_estate
+from cloud_sniper.local.demo import demo_findings
+from cloud_sniper.local.faults import set_faults
+from cloud_sniper.local.runtime import LocalCloud
+
+
+@pytest.fixture(scope="session")
+def cloud(assembly_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    log_file = tmp_path_factory.mktemp("functions") / "functions.log"
+    with LocalCloud(assembly_dir, log_file=log_file) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def estate(cloud: LocalCloud) -> dict[str, str]:
+    return seed_estate(cloud.clients)
+
+
+@pytest.fixture
+def clients(cloud: LocalCloud) -> Iterator[Any]:
+    """The emulated account's clients; fault rules set by a test end with it."""
+    yield cloud.clients
+    set_faults(cloud.clients("ssm"), [])
+
+
+@pytest.fixture(scope="session")
+def demo(estate: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The demo findings about the seeded estate, by file name."""
+    return {locator.split("/")[-1]: document for locator, document in demo_findings(estate)}
+
+
+@pytest.fixture(scope="session")
+def variant() -> Any:
+    return make_variant
+
+
+def make_variant(document: dict[str, Any], attacker: str | None = None) -> dict[str, Any]:
+    """A copy of a demo finding with a new id (and attacker address), so tests stay apart."""
+    copied = copy.deepcopy(document)
+    detail = copied["detail"]
+    old_id = detail["id"]
+    detail["id"] = uuid.uuid4().hex
+    text = json.dumps(copied).replace(old_id, detail["id"])
+    if attacker is not None:
+        action = detail["service"]["action"]
+        remote = action["networkConnectionAction"]["remoteIpDetails"]["ipAddressV4"]
+        text = text.replace(remote, attacker)
+    return json.loads(text)

@@ -1,0 +1,240 @@
+"""The whole pipeline on the local runtime: the synthesized app, moto's Step Functions, real handlers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from cloud_sniper.approvals import ApprovalError, answer
+from cloud_sniper.cli import EndpointSession
+from cloud_sniper.domain import naming
+from cloud_sniper.local import pipeline
+from cloud_sniper.local.demo import DEMO_FAULTS
+from cloud_sniper.local.faults import FaultRule, set_faults
+from cloud_sniper.local.runtime import REGION
+
+pytestmark = pytest.mark.e2e
+
+
+def run(clients: Any, *documents: dict[str, Any], dry_run: bool = False) -> list[pipeline.Result]:
+    submissions, rejections = pipeline.submit(
+        clients, [(f"test#{i}", doc) for i, doc in enumerate(documents)], dry_run=dry_run
+    )
+    assert not rejections
+    return pipeline.wait(clients, submissions, timeout=90)
+
+
+def respond(clients: Any, result: pipeline.Result, approve: bool, reason: str) -> pipeline.Result:
+    session = EndpointSession(clients, REGION)
+    approver = "arn:aws:iam::123456789012:user/analyst"
+    answer(session, result.approval_id, approve=approve, reason=reason, approver=approver)
+    return pipeline.wait(clients, [result.submission], timeout=90)[0]
+
+
+def waf_addresses(clients: Any, version: int) -> set[str]:
+    name = naming.WAF_IPV4_SET if version == 4 else naming.WAF_IPV6_SET
+    wafv2 = clients("wafv2")
+    summary = next(s for s in wafv2.list_ip_sets(Scope="REGIONAL")["IPSets"] if s["Name"] == name)
+    ip_set = wafv2.get_ip_set(Name=name, Scope="REGIONAL", Id=summary["Id"])["IPSet"]
+    return set(ip_set["Addresses"])
+
+
+def nacl_denies(clients: Any, acl_id: str) -> dict[str, int]:
+    acl = clients("ec2").describe_network_acls(NetworkAclIds=[acl_id])["NetworkAcls"][0]
+    return {
+        entry.get("CidrBlock") or entry.get("Ipv6CidrBlock"): entry["RuleNumber"]
+        for entry in acl["Entries"]
+        if entry["RuleAction"] == "deny" and not entry["Egress"] and entry["RuleNumber"] < 32767
+    }
+
+
+def test_auto_path_blocks_the_attacker_in_waf_and_the_subnet_acl(clients, demo, estate, variant):
+    # Given an inbound SSH brute force finding about the web instance
+    finding = variant(demo["01-ssh-brute-force.json"], attacker="89.160.20.112")
+
+    # When it goes through the pipeline
+    (result,) = run(clients, finding)
+
+    # Then the attacker is blocked in WAF and in the web subnet's network ACL, within the range
+    assert result.status == "SUCCEEDED"
+    assert result.incident["outcome"] == "mitigated"
+    assert "89.160.20.112/32" in waf_addresses(clients, 4)
+    rule = nacl_denies(clients, estate["web_nacl"])["89.160.20.112/32"]
+    assert 50 <= rule <= 99
+    statuses = {action["kind"]: action["status"] for action in result.incident["actions"]}
+    assert statuses == {"waf_block": "applied", "nacl_block": "applied"}
+
+
+def test_the_same_delivery_twice_starts_one_execution_and_changes_nothing(clients, demo, variant):
+    # Given a finding already processed
+    finding = variant(demo["01-ssh-brute-force.json"], attacker="81.2.69.142")
+    run(clients, finding)
+    executions_before = _execution_names(clients)
+
+    # When the same update is delivered again
+    (again,) = run(clients, finding)
+
+    # Then no second execution starts and the block is as it was
+    assert _execution_names(clients) == executions_before
+    assert again.status == "SUCCEEDED"
+    assert "81.2.69.142/32" in waf_addresses(clients, 4)
+
+
+def test_approval_path_waits_then_blocks_on_approve(clients, demo, variant):
+    # Given a finding the policy sends for approval
+    finding = variant(demo["03-malicious-ip-caller.json"], attacker="81.2.69.160")
+
+    # When it goes through the pipeline, it waits without acting
+    (waiting,) = run(clients, finding)
+    assert waiting.status == pipeline.WAITING_FOR_APPROVAL
+    assert waiting.approval_id
+    assert "81.2.69.160/32" not in waf_addresses(clients, 4)
+
+    # And when an analyst approves, the execution resumes and blocks
+    done = respond(clients, waiting, approve=True, reason="known scanner")
+    assert done.incident["outcome"] == "mitigated"
+    assert done.incident["approval"]["approver"] == "arn:aws:iam::123456789012:user/analyst"
+    assert done.incident["approval"]["reason"] == "known scanner"
+    assert "81.2.69.160/32" in waf_addresses(clients, 4)
+
+
+def test_approval_path_stops_on_deny_and_a_second_answer_is_refused(clients, demo, variant):
+    # Given a finding waiting for approval
+    finding = variant(demo["03-malicious-ip-caller.json"], attacker="216.160.83.56")
+    (waiting,) = run(clients, finding)
+
+    # When an analyst denies it
+    done = respond(clients, waiting, approve=False, reason="partner address")
+
+    # Then nothing is blocked, the report says denied and why, and answering again fails
+    assert done.incident["outcome"] == "denied"
+    assert done.incident["approval"]["reason"] == "partner address"
+    assert "216.160.83.56/32" not in waf_addresses(clients, 4)
+    with pytest.raises(ApprovalError):
+        respond(clients, waiting, approve=True, reason="changed my mind")
+
+
+def test_notify_path_only_reports(clients, demo, variant):
+    # Given an outbound command-and-control finding: the remote address is the instance's target
+    finding = variant(demo["04-c2-outbound.json"])
+
+    # When it goes through the pipeline
+    (result,) = run(clients, finding)
+
+    # Then it is reported and nothing is blocked
+    assert result.incident["outcome"] == "notified"
+    assert result.incident["actions"] == []
+    assert "104.21.48.201/32" not in waf_addresses(clients, 4)
+
+
+def test_sample_findings_are_ignored(clients, demo, variant):
+    (result,) = run(clients, variant(demo["05-sample-finding.json"]))
+
+    assert result.incident["outcome"] == "ignored"
+    assert "sample" in result.incident["decision"]["reason"].lower()
+    assert "80.66.88.208/32" not in waf_addresses(clients, 4)
+
+
+def test_exempt_resources_are_never_touched(clients, demo, variant):
+    (result,) = run(clients, variant(demo["07-exempt-bastion.json"]))
+
+    assert result.incident["outcome"] == "refused"
+    assert "141.98.11.19/32" not in waf_addresses(clients, 4)
+
+
+def test_a_throttled_waf_call_is_retried_then_succeeds(clients, demo, variant):
+    # Given a WAF that throttles more writes for this address than one attempt retries
+    address = "2.125.160.216"
+    rule = FaultRule(service="wafv2", operation="UpdateIPSet", body_contains=address, times=6)
+    set_faults(clients("ssm"), [rule])
+
+    # When a finding about it goes through the pipeline
+    (result,) = run(clients, variant(demo["01-ssh-brute-force.json"], attacker=address))
+
+    # Then Mitigate failed, was retried by the state machine, and the block holds
+    assert result.incident["outcome"] == "mitigated"
+    assert f"{address}/32" in waf_addresses(clients, 4)
+    assert _failed_attempts(clients, result, "Mitigate") >= 1
+
+
+def test_a_failing_action_ends_in_a_failure_report(clients, demo, variant):
+    # Given a WAF that throttles every write for the demo's throttled address
+    set_faults(clients("ssm"), DEMO_FAULTS)
+
+    # When the finding goes through the pipeline
+    (result,) = run(clients, variant(demo["06-throttled-waf.json"]))
+
+    # Then the retries give up and the Catch path still reports, with the cause
+    assert result.status == "SUCCEEDED"
+    assert result.incident["outcome"] == "failed"
+    assert result.incident["failure"]["error"] == "TransientAwsError"
+    assert "ThrottlingException" in result.incident["failure"]["cause"]
+
+
+def test_dry_run_plans_without_changing_anything(clients, demo, variant):
+    finding = variant(demo["01-ssh-brute-force.json"], attacker="89.160.20.113")
+
+    (result,) = run(clients, finding, dry_run=True)
+
+    assert result.incident["outcome"] == "planned"
+    assert {action["status"] for action in result.incident["actions"]} == {"planned"}
+    assert "89.160.20.113/32" not in waf_addresses(clients, 4)
+
+
+def test_a_finding_about_a_missing_instance_ends_with_not_found(clients, demo, variant):
+    # Given a finding about a subnet that does not exist in the account
+    finding = variant(demo["01-ssh-brute-force.json"], attacker="89.160.20.114")
+    text = json.dumps(finding)
+    subnet = finding["detail"]["resource"]["instanceDetails"]["networkInterfaces"][0]["subnetId"]
+    finding = json.loads(text.replace(subnet, "subnet-0000000000000dead"))
+
+    # When it goes through the pipeline
+    (result,) = run(clients, finding)
+
+    # Then the WAF block applies and the network ACL block says what is missing
+    statuses = {action["kind"]: action["status"] for action in result.incident["actions"]}
+    assert statuses["waf_block"] == "applied"
+    assert statuses["nacl_block"] == "not_found"
+
+
+def test_an_invalid_event_on_the_bus_is_quarantined_with_its_reason(clients, cloud):
+    # Given a replay whose finding has no severity
+    detail = {"finding": {"id": "broken", "type": "Recon:EC2/PortProbeUnprotectedPort"}}
+    clients("events").put_events(
+        Entries=[
+            {
+                "Source": naming.EVENT_SOURCE,
+                "DetailType": naming.REPLAY_DETAIL_TYPE,
+                "Detail": json.dumps(detail),
+                "EventBusName": naming.EVENT_BUS,
+            }
+        ]
+    )
+
+    # When the intake delivers it
+    cloud.wait_idle()
+    cloud.wait_idle()
+
+    # Then it is kept in the dead-letter queue with an error naming the field
+    sqs = clients("sqs")
+    queue = sqs.get_queue_url(QueueName=naming.INTAKE_DLQ)["QueueUrl"]
+    messages = sqs.receive_message(
+        QueueUrl=queue, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    ).get("Messages", [])
+    errors = [m["MessageAttributes"]["error"]["StringValue"] for m in messages]
+    assert any("severity" in error for error in errors), errors
+
+
+def _execution_names(clients: Any) -> set[str]:
+    sfn = clients("stepfunctions")
+    executions = sfn.list_executions(stateMachineArn=pipeline.state_machine_arn(clients))
+    return {execution["name"] for execution in executions["executions"]}
+
+
+def _failed_attempts(clients: Any, result: pipeline.Result, state: str) -> int:
+    sfn = clients("stepfunctions")
+    arn = pipeline.execution_arn(clients, result.submission.execution_name)
+    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return sum(1 for event in events if event["type"] == "LambdaFunctionFailed")
