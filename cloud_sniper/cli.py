@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @contextmanager
 def _local_pipeline(args: argparse.Namespace) -> Iterator[Callable[[str], Any]]:
-    """Clients for the local pipeline: in this process, or on the local server (started if need be)."""
+    """Clients for the local pipeline: in this process, or on the local server (started if need)."""
     from cloud_sniper.local import server
     from cloud_sniper.local.runtime import client_factory
 
@@ -367,7 +367,7 @@ def _local_down(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(
         f"stopped the local server (pid {status.pid}). Its emulated account is gone: executions, "
-        "approvals, blocks and incidents lived only in it; reports already written under ./out stay."
+        "approvals, blocks and incidents lived only in it; reports written under ./out stay."
     )
     return EXIT_OK
 
@@ -380,9 +380,8 @@ def _local_status(args: argparse.Namespace) -> int:
         print("the local server is not running")
         return EXIT_REJECTED
     age = time.time() - status.started_at
-    print(
-        f"running on {status.endpoint_url} (pid {status.pid}) for {age:.0f} s, log: {status.log_file}"
-    )
+    where = f"running on {status.endpoint_url} (pid {status.pid})"
+    print(f"{where} for {age:.0f} s, log: {status.log_file}")
     return EXIT_OK
 
 
@@ -483,9 +482,8 @@ def _print_results(
             print(
                 "  (--ephemeral: these end with this process; use the local server to answer later)"
             )
-    print(
-        "blocks in force: cloud-sniper blocks list; each execution: cloud-sniper executions show NAME"
-    )
+    print("blocks in force: cloud-sniper blocks list")
+    print("each execution's path: cloud-sniper executions show NAME")
 
 
 def _failure_text(failure: dict[str, str]) -> str:

@@ -1,4 +1,4 @@
-"""Seed the emulated account with a small estate for the demo: a VPC, subnets, ACLs, WAF, instances."""
+"""Seed the emulated account with a small demo estate: VPC, subnets, ACLs, WAF, instances."""
 
 from __future__ import annotations
 

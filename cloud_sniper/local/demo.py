@@ -1,4 +1,4 @@
-"""The bundled demo: GuardDuty findings about the seeded estate, one for each path of the pipeline."""
+"""The bundled demo: GuardDuty findings about the seeded estate, one for each pipeline path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fault injection for the emulated account: make chosen AWS calls fail, to see retries and Catch work.
+"""Fault injection for the emulated account: chosen AWS calls fail, to see Retry and Catch work.
 
 Rules live in the emulated account itself (an SSM parameter), so a demo or a test can set them
 from any process talking to the local server. A rule names a service and an operation, the

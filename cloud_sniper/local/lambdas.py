@@ -171,7 +171,7 @@ def _environment(configuration: dict, region: str, task_root: Path | None) -> It
 
 
 def _send_logs_to(stream: Any) -> None:
-    """Write the functions' logs to one file, as CloudWatch Logs would keep them, not the terminal."""
+    """Send the functions' logs to one file, as CloudWatch Logs keeps them, not to the terminal."""
     for logger in logging.root.manager.loggerDict.values():
         for handler in getattr(logger, "handlers", []):
             if isinstance(handler, logging.StreamHandler) and handler.stream in (

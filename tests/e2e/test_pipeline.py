@@ -1,4 +1,4 @@
-"""The whole pipeline on the local runtime: the synthesized app, moto's Step Functions, real handlers."""
+"""The whole pipeline on the local runtime: synthesized app, moto Step Functions, real handlers."""
 
 from __future__ import annotations
 
