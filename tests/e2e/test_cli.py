@@ -1,0 +1,82 @@
+"""The cloud-sniper command as a user runs it: files in, one JSON document and an exit status out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloud_sniper.cli import EXIT_USAGE, main
+
+pytestmark = pytest.mark.e2e
+
+EVENTS = Path(__file__).parent.parent / "events"
+
+
+def cloud_sniper(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "CLOUD_SNIPER_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "cloud_sniper.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path, assembly_dir: Path) -> Path:
+    """A state folder whose assembly is the session's, so the command does not synthesize again."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "cdk.out").symlink_to(assembly_dir, target_is_directory=True)
+    return state
+
+
+def test_run_processes_the_good_findings_and_reports_the_rejected_ones(tmp_path, home):
+    # Given a JSON lines file with a valid finding and a record without severity
+    good = json.loads((EVENTS / "guardduty-ssh-brute-force.json").read_text())
+    bad = json.loads((EVENTS / "invalid-missing-severity.json").read_text())
+    findings = tmp_path / "findings.jsonl"
+    findings.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+
+    # When the user runs them through the local pipeline, as a dry run, asking for JSON
+    done = cloud_sniper(
+        "run", str(findings), "--dry-run", "--json", "--ephemeral", home=home, cwd=tmp_path
+    )
+
+    # Then the exit status says one was rejected, and stdout is one document saying which
+    assert done.returncode == 1, done.stderr
+    document = json.loads(done.stdout)
+    (processed,) = document["findings"]
+    assert processed["finding_id"] == good["detail"]["id"]
+    assert processed["execution"]["status"] == "SUCCEEDED"
+    assert processed["execution"]["name"].startswith("dry-")
+    assert processed["decision"]["mode"]
+    assert all(action["status"] == "planned" for action in processed["actions"])
+    (rejected,) = document["rejected"]
+    assert rejected["source"].endswith("findings.jsonl#2")
+    assert "severity" in rejected["error"]
+    assert list((tmp_path / "out").rglob("*.md")), "the incident report is written under ./out"
+
+
+def test_a_usage_error_exits_with_2(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["run"])
+
+    assert exited.value.code == EXIT_USAGE
+    assert "PATH" in capsys.readouterr().err
+
+
+def test_commands_that_need_the_local_server_say_how_to_start_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CLOUD_SNIPER_HOME", str(tmp_path / "nothing-running"))
+
+    status = main(["approvals", "list"])
+
+    assert status == 1
+    assert "cloud-sniper local up" in capsys.readouterr().err
