@@ -1,4 +1,4 @@
-"""The cloud-sniper command as a user runs it: files in, one JSON document and an exit status out."""
+"""The cloud-sniper command as a user runs it: files in, one JSON document and an exit status."""
 
 from __future__ import annotations
 
