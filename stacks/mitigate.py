@@ -52,7 +52,7 @@ class MitigateStack(Stack):
                 self,
                 f"Blocked{version.capitalize()}Arn",
                 value=ip_set.attr_arn,
-                description=f"Reference this {version} IP set from a blocking rule of your web ACLs",
+                description=f"Use this {version} IP set in a blocking rule of your web ACLs",
             )
 
         code = ServiceCode(self)
