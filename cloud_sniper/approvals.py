@@ -154,7 +154,11 @@ def _not_pending(record: ApprovalRecord) -> str:
 
 
 def _record_answer(dynamodb: Any, table_name: str, answered: ApprovalRecord) -> None:
-    """Store the answer, only if the approval is still pending: the first answer wins."""
+    """Store the answer, only if the approval is still pending: the first answer wins.
+
+    A retried request replaces the task token of a pending approval; an answer read with the
+    old token would go to a task that no longer waits, so it is refused too.
+    """
     try:
         dynamodb.update_item(
             TableName=table_name,
@@ -163,20 +167,26 @@ def _record_answer(dynamodb: Any, table_name: str, answered: ApprovalRecord) -> 
                 "SET #status = :status, approver = :approver, reason = :reason, "
                 "answered_at = :answered_at"
             ),
-            ConditionExpression="#status = :pending",
-            ExpressionAttributeNames=_STATUS,
+            ConditionExpression="#status = :pending AND #token = :token",
+            ExpressionAttributeNames={**_STATUS, "#token": "token"},
             ExpressionAttributeValues={
                 ":status": {"S": answered.status.value},
                 ":approver": {"S": answered.approver or ""},
                 ":reason": {"S": answered.reason or ""},
                 ":answered_at": {"S": answered.model_dump(mode="json")["answered_at"]},
                 ":pending": {"S": ApprovalStatus.PENDING.value},
+                ":token": {"S": answered.token},
             },
         )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
             raise
         current = _get(dynamodb, table_name, answered.approval_id)
+        if current.status == ApprovalStatus.PENDING:
+            raise ApprovalError(
+                f"approval {answered.approval_id} was requested again meanwhile; "
+                "nothing was recorded, answer it again"
+            ) from exc
         raise ApprovalError(_not_pending(current)) from exc
 
 

@@ -19,6 +19,11 @@ TABLE_KEYS: dict[str, tuple[str, str | None]] = {
     naming.BLOCKS_TABLE: ("block_id", None),
     naming.APPROVALS_TABLE: ("approval_id", None),
 }
+# Each table's global secondary indexes: index name → partition key.
+TABLE_INDEXES: dict[str, dict[str, str]] = {
+    # The report lists the blocks a failed execution left in force.
+    naming.BLOCKS_TABLE: {naming.BLOCKS_BY_INCIDENT_INDEX: "incident_id"},
+}
 
 
 class DataStack(Stack):
@@ -31,7 +36,7 @@ class DataStack(Stack):
         self.event_bus = events.EventBus(self, "ProjectBus", event_bus_name=naming.EVENT_BUS)
 
     def _table(self, name: str, partition_key: str, sort_key: str | None) -> dynamodb.Table:
-        return dynamodb.Table(
+        table = dynamodb.Table(
             self,
             f"Table-{name}",
             table_name=name,
@@ -51,6 +56,15 @@ class DataStack(Stack):
             ),
             removal_policy=RemovalPolicy.RETAIN,
         )
+        for index_name, index_key in TABLE_INDEXES.get(name, {}).items():
+            table.add_global_secondary_index(
+                index_name=index_name,
+                partition_key=dynamodb.Attribute(
+                    name=index_key, type=dynamodb.AttributeType.STRING
+                ),
+                projection_type=dynamodb.ProjectionType.ALL,
+            )
+        return table
 
     def _reports_bucket(self) -> s3.Bucket:
         bucket = s3.Bucket(

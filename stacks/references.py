@@ -21,6 +21,13 @@ def table(scope: Construct, name: str) -> dynamodb.ITable:
     return dynamodb.Table.from_table_name(scope, f"Table-{name}", name)
 
 
+def table_index_arn(scope: Construct, table_name: str, index_name: str) -> str:
+    """The ARN of one index of a table of the data stack, and of nothing else."""
+    return Stack.of(scope).format_arn(
+        service="dynamodb", resource="table", resource_name=f"{table_name}/index/{index_name}"
+    )
+
+
 def reports_bucket(scope: Construct) -> s3.IBucket:
     """The reports bucket, named after the account and region it is deployed to."""
     stack = Stack.of(scope)

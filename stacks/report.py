@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aws_cdk import Stack
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from cloud_sniper.domain import naming
@@ -31,6 +32,7 @@ class ReportStack(Stack):
             environment={
                 "INCIDENTS_TABLE": naming.INCIDENTS_TABLE,
                 "APPROVALS_TABLE": naming.APPROVALS_TABLE,
+                "BLOCKS_TABLE": naming.BLOCKS_TABLE,
                 "REPORTS_BUCKET": bucket.bucket_name,
                 "EVENT_BUS_NAME": naming.EVENT_BUS,
             },
@@ -41,6 +43,17 @@ class ReportStack(Stack):
         approvals = references.table(self, naming.APPROVALS_TABLE)
         approvals.grant(role, "dynamodb:GetItem", "dynamodb:UpdateItem")
         bus.grant_put_events_to(role)
+        # Query on the index alone: the report looks up an incident's blocks, nothing more.
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:Query"],
+                resources=[
+                    references.table_index_arn(
+                        self, naming.BLOCKS_TABLE, naming.BLOCKS_BY_INCIDENT_INDEX
+                    )
+                ],
+            )
+        )
 
         reports = self.report.allow("WriteReports", ["s3:PutObject"], [bucket.arn_for_objects("*")])
         acknowledge(

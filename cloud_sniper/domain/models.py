@@ -249,6 +249,9 @@ class Incident(Model):
     decision: Decision | None = None
     approval: Approval | None = None
     actions: list[ActionResult] = Field(default_factory=list)
+    # Blocks of this incident still in force that no action result above names: applied by an
+    # earlier attempt of a step that then failed, or by an earlier execution.
+    blocks_in_force: list[ActionResult] = Field(default_factory=list)
     outcome: Outcome
     failure: Failure | None = None
     received_at: datetime | None = None

@@ -21,6 +21,8 @@ INDICATORS_TABLE = f"{PREFIX}-indicators"
 INCIDENTS_TABLE = f"{PREFIX}-incidents"
 BLOCKS_TABLE = f"{PREFIX}-blocks"
 APPROVALS_TABLE = f"{PREFIX}-approvals"
+# The blocks table's index by incident_id: the report finds an incident's blocks through it.
+BLOCKS_BY_INCIDENT_INDEX = "by-incident"
 
 INTAKE_QUEUE = f"{PREFIX}-intake"
 INTAKE_DLQ = f"{PREFIX}-intake-dlq"
@@ -53,6 +55,12 @@ def incident_id(finding_source: str, finding_id: str) -> str:
     """One incident per finding, whatever the number of deliveries."""
     digest = hashlib.sha256(f"{finding_source}|{finding_id}".encode()).hexdigest()
     return f"inc-{digest[:16]}"
+
+
+def approval_id(execution_name: str) -> str:
+    """The id of an execution's approval: one per execution, short enough for a person to type."""
+    digest = hashlib.sha256(execution_name.encode()).hexdigest()
+    return f"apr-{digest[:10]}"
 
 
 def execution_name(finding_id: str, updated_at: datetime, dry_run: bool = False) -> str:

@@ -131,15 +131,13 @@ def _status(clients: Any, sfn: Any, name: str) -> str | None:
 
 def pending_approval(clients: Any, execution_name: str) -> dict[str, Any] | None:
     """The pending approval item of an execution, if it waits for one."""
-    table = clients("dynamodb")
-    response = table.scan(
+    item = clients("dynamodb").get_item(
         TableName=naming.APPROVALS_TABLE,
-        FilterExpression="execution_name = :name AND #status = :pending",
-        ExpressionAttributeNames={"#status": "status"},
-        ExpressionAttributeValues={":name": {"S": execution_name}, ":pending": {"S": "pending"}},
-    )
-    items = response.get("Items", [])
-    return items[0] if items else None
+        Key={"approval_id": {"S": naming.approval_id(execution_name)}},
+    ).get("Item")
+    if item is None or item.get("status", {}).get("S") != "pending":
+        return None
+    return item
 
 
 def _describe(clients: Any, result: Result) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
 from typing import Any, NoReturn
 
 import boto3
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from cloud_sniper.domain.errors import TransientAwsError, is_transient
+from cloud_sniper.domain.models import ApprovalStatus
 
 
 @cache
@@ -55,19 +58,48 @@ def estate_addresses() -> frozenset[str]:
     return frozenset(addresses)
 
 
-def store_approval(table_name: str, item: dict[str, Any]) -> bool:
-    """Store a pending approval; False when it was already stored (a retried request)."""
+@dataclass(frozen=True)
+class Stored:
+    """What storing an approval request did."""
+
+    written: bool
+    # The item this one replaced or, when not written, the one kept; None for a first request.
+    previous: dict[str, Any] | None
+
+
+def store_approval(table_name: str, item: dict[str, Any]) -> Stored:
+    """Store an approval request; a retried one replaces its execution's approval still pending.
+
+    An approval answered already, or another execution's under the same id, is kept as it is.
+    """
     # DynamoDB takes no floats: numbers go in as Decimal.
     document = json.loads(json.dumps(item), parse_float=Decimal)
     try:
-        _table(table_name).put_item(
-            Item=document, ConditionExpression="attribute_not_exists(approval_id)"
+        response = _table(table_name).put_item(
+            Item=document,
+            ConditionExpression=(
+                "attribute_not_exists(approval_id)"
+                " OR (#status = :pending AND execution_name = :execution_name)"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":pending": ApprovalStatus.PENDING.value,
+                ":execution_name": item["execution_name"],
+            },
+            ReturnValues="ALL_OLD",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            return False
+            # The error carries the kept item in DynamoDB's own typed form.
+            kept = exc.response.get("Item", {})
+            deserializer = TypeDeserializer()
+            return Stored(
+                written=False,
+                previous={key: deserializer.deserialize(value) for key, value in kept.items()},
+            )
         _reraise(exc, "storing the approval")
-    return True
+    return Stored(written=True, previous=response.get("Attributes"))
 
 
 def publish(topic_arn: str, subject: str, message: str) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ConfigDict, Field
 
+from cloud_sniper.domain import naming
 from cloud_sniper.domain.models import (
     Approval,
     ApprovalStatus,
@@ -25,6 +26,10 @@ from cloud_sniper.domain.policy import format_duration
 
 # SNS refuses a subject longer than this.
 SUBJECT_LIMIT = 100
+
+
+class ApprovalConflictError(Exception):
+    """The table holds the execution's approval in a state a new request cannot take over."""
 
 
 class FindingSummary(Model):
@@ -93,13 +98,12 @@ class ApprovalRequest(Model):
     execution_name: str
 
 
-def approval_id(token: str) -> str:
-    """A short id a person can type, the same for the same task token."""
-    return "apr-" + hashlib.sha256(token.encode()).hexdigest()[:10]
-
-
 def new_record(request: ApprovalRequest, now: datetime) -> ApprovalRecord:
-    """The pending approval for a request, expiring when the waiting task times out."""
+    """The pending approval for a request, expiring when the waiting task times out.
+
+    Its id comes from the execution, so a retried request (a new task, a new token) names the
+    same approval and replaces the one still pending.
+    """
     decision = request.decision
     if decision.mode != Mode.APPROVAL or not decision.approval_timeout_seconds:
         raise ValueError(
@@ -108,7 +112,7 @@ def new_record(request: ApprovalRequest, now: datetime) -> ApprovalRecord:
         )
     finding = request.finding
     return ApprovalRecord(
-        approval_id=approval_id(request.token),
+        approval_id=naming.approval_id(request.execution_name),
         token=request.token,
         status=ApprovalStatus.PENDING,
         incident_id=request.incident_id,
@@ -131,6 +135,25 @@ def new_record(request: ApprovalRequest, now: datetime) -> ApprovalRecord:
         requested_at=now,
         expires_at=now + timedelta(seconds=decision.approval_timeout_seconds),
     )
+
+
+def check_kept(record: ApprovalRecord, kept: Mapping[str, Any]) -> None:
+    """Accept the approval the table kept instead of this request only if it answered this task.
+
+    The kept one was answered (or timed out) already. For this very task that answer stands;
+    for a new task (a retried request) no answer can come any more, so waiting would only end
+    in a timeout: the request fails instead, for the report to say why.
+    """
+    if kept.get("execution_name") != record.execution_name:
+        raise ApprovalConflictError(
+            f"approval {record.approval_id} belongs to execution {kept.get('execution_name')}, "
+            f"not {record.execution_name}"
+        )
+    if kept.get("token") != record.token:
+        raise ApprovalConflictError(
+            f"approval {record.approval_id} is already {kept.get('status')}: the retried request "
+            f"of execution {record.execution_name} cannot be answered any more"
+        )
 
 
 def notification(record: ApprovalRecord) -> tuple[str, str]:

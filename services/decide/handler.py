@@ -12,7 +12,12 @@ from aws_lambda_powertools import Logger
 from cloud_sniper.domain.models import Enrichment, Finding
 from cloud_sniper.domain.policy import Policy, evaluate, load_policy
 from services.decide import adapters
-from services.decide.approval_request import ApprovalRequest, new_record, notification
+from services.decide.approval_request import (
+    ApprovalRequest,
+    check_kept,
+    new_record,
+    notification,
+)
 from services.decide.settings import ApprovalSettings, DecideSettings
 
 logger = Logger()
@@ -64,8 +69,15 @@ def request_approval(event: dict[str, Any], context: Any) -> dict[str, Any]:
     record = new_record(request, now=datetime.now(UTC))
     logger.append_keys(approval_id=record.approval_id, incident_id=record.incident_id)
 
-    if not adapters.store_approval(settings.approvals_table, record.item()):
-        logger.warning("approval already stored")
+    stored = adapters.store_approval(settings.approvals_table, record.item())
+    if not stored.written:
+        kept = stored.previous or {}
+        check_kept(record, kept)
+        logger.warning("approval already answered", extra={"status": kept.get("status")})
+        return {"approval_id": record.approval_id}
+    if stored.previous is not None:
+        # A retried request: the waiting task has a new token and a new timeout.
+        logger.info("approval request renewed")
     subject, message = notification(record)
     adapters.publish(settings.approval_topic_arn, subject, message)
 

@@ -1,4 +1,4 @@
-"""The report service's AWS side: incidents and approvals tables, reports bucket, event bus."""
+"""The report service's AWS side: incidents, approvals and blocks tables, bucket, event bus."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from datetime import datetime
 from typing import Any
 
 import boto3
-from boto3.dynamodb.conditions import Attr
+from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import TransientAwsError, is_transient
 from cloud_sniper.domain.models import ApprovalStatus
+
+# The status of a block the mitigate service applied and the expiry run has not lifted.
+BLOCK_ACTIVE = "active"
 
 # Reports written for the same incident at once by several executions retry their write.
 WRITE_ATTEMPTS = 3
@@ -76,54 +79,59 @@ class IncidentsTable:
 
 
 class ApprovalsTable:
-    """The approvals table: key approval_id; items name their incident_id and execution_name."""
+    """The approvals table: key approval_id, one approval per execution (naming.approval_id)."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
 
-    def time_out(self, incident_id: str, execution_name: str, at: datetime) -> list[str]:
-        """Mark the execution's approvals still pending as timed out; return their ids.
+    def time_out(self, execution_name: str, at: datetime) -> str | None:
+        """Mark the execution's approval timed out if still pending; return its id if marked.
 
         An approval answered in the meantime keeps its answer.
         """
-        timed_out = []
-        for approval_id in self._approval_ids(incident_id, execution_name):
-            try:
-                with _translated("dynamodb UpdateItem"):
-                    self._table.update_item(
-                        Key={"approval_id": approval_id},
-                        UpdateExpression="SET #status = :timed_out, timed_out_at = :at",
-                        ConditionExpression="#status = :pending",
-                        ExpressionAttributeNames={"#status": "status"},
-                        ExpressionAttributeValues={
-                            ":timed_out": ApprovalStatus.TIMED_OUT.value,
-                            ":pending": ApprovalStatus.PENDING.value,
-                            ":at": at.isoformat(),
-                        },
-                    )
-            except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
-                    raise
-                continue
-            timed_out.append(approval_id)
-        return timed_out
+        approval_id = naming.approval_id(execution_name)
+        try:
+            with _translated("dynamodb UpdateItem"):
+                self._table.update_item(
+                    Key={"approval_id": approval_id},
+                    UpdateExpression="SET #status = :timed_out, timed_out_at = :at",
+                    # The execution's name guards against another execution's id colliding.
+                    ConditionExpression="#status = :pending AND execution_name = :execution_name",
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues={
+                        ":timed_out": ApprovalStatus.TIMED_OUT.value,
+                        ":pending": ApprovalStatus.PENDING.value,
+                        ":execution_name": execution_name,
+                        ":at": at.isoformat(),
+                    },
+                )
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            return None
+        return approval_id
 
-    def _approval_ids(self, incident_id: str, execution_name: str) -> Iterator[str]:
-        # TODO(approvals): the approval id is not derivable from the execution, so this scans
-        # the table (needs dynamodb:Scan). Derive the id from the execution name in
-        # request-approval, or add an index on execution_name, and read the item directly.
+
+class BlocksTable:
+    """The blocks table the mitigate service writes, read through its index by incident_id."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def in_force(self, incident_id: str) -> list[dict[str, Any]]:
+        """The incident's blocks not lifted yet, as stored."""
         arguments: dict[str, Any] = {
-            "FilterExpression": Attr("execution_name").eq(execution_name)
-            & Attr("incident_id").eq(incident_id),
-            "ProjectionExpression": "approval_id",
+            "IndexName": naming.BLOCKS_BY_INCIDENT_INDEX,
+            "KeyConditionExpression": Key("incident_id").eq(incident_id),
+            "FilterExpression": Attr("status").eq(BLOCK_ACTIVE),
         }
+        items: list[dict[str, Any]] = []
         while True:
-            with _translated("dynamodb Scan"):
-                page = self._table.scan(**arguments)
-            for item in page.get("Items", []):
-                yield item["approval_id"]
+            with _translated("dynamodb Query"):
+                page = self._table.query(**arguments)
+            items.extend(page.get("Items", []))
             if "LastEvaluatedKey" not in page:
-                return
+                return items
             arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 

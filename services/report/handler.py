@@ -14,6 +14,7 @@ from cloud_sniper.domain import naming
 from services.report import incident as incidents
 from services.report.adapters import (
     ApprovalsTable,
+    BlocksTable,
     EventBus,
     IncidentsTable,
     ReportsBucket,
@@ -32,6 +33,7 @@ class Dependencies:
 
     incidents: IncidentsTable
     approvals: ApprovalsTable
+    blocks: BlocksTable
     bucket: ReportsBucket
     bus: EventBus
 
@@ -43,6 +45,7 @@ def _dependencies() -> Dependencies:
     return Dependencies(
         incidents=IncidentsTable(dynamodb_table(settings.incidents_table)),
         approvals=ApprovalsTable(dynamodb_table(settings.approvals_table)),
+        blocks=BlocksTable(dynamodb_table(settings.blocks_table)),
         bucket=ReportsBucket(s3_client(), settings.reports_bucket),
         bus=EventBus(events_client(), settings.event_bus_name),
     )
@@ -61,10 +64,14 @@ def report(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     dependencies = _dependencies()
 
     if request.state.approval_error is not None:
-        timed_out = dependencies.approvals.time_out(
-            incident.incident_id, request.execution_name, incident.reported_at
-        )
-        logger.info("approval timed out", extra={"approval_ids": timed_out})
+        timed_out = dependencies.approvals.time_out(request.execution_name, incident.reported_at)
+        logger.info("approval timed out", extra={"approval_id": timed_out})
+    if incidents.wants_blocks_in_force(incident):
+        items = dependencies.blocks.in_force(incident.incident_id)
+        incident = incidents.with_blocks_in_force(incident, items)
+        if incident.blocks_in_force:
+            blocks = [block.block_id for block in incident.blocks_in_force]
+            logger.warning("blocks in force after a failure", extra={"block_ids": blocks})
 
     keys = incidents.report_keys(incident)
     dependencies.bucket.put(keys.json, incidents.render_json(incident), "application/json")

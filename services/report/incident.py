@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.models import (
+    ActionKind,
     ActionResult,
     ActionStatus,
     Approval,
@@ -80,6 +81,24 @@ class ReportRequest(Model):
     state: PipelineState
     execution_name: Annotated[str, Field(min_length=1)]
     execution_started_at: datetime
+
+
+class BlockRecord(BaseModel):
+    """A block as the mitigate service records it, read for what the report shows of it."""
+
+    # The blocks table is the mitigate service's: what it adds must not break the report.
+    model_config = ConfigDict(extra="ignore")
+
+    block_id: str
+    kind: ActionKind
+    target: str
+    action_id: str
+    cidr: str
+    ip_set: str | None = None
+    nacl_id: str | None = None
+    rule_number: int | None = None
+    created_at: datetime
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -186,6 +205,46 @@ def build_incident(request: ReportRequest, reported_at: datetime) -> Incident:
         execution_started_at=request.execution_started_at,
         reported_at=reported_at,
     )
+
+
+def wants_blocks_in_force(incident: Incident) -> bool:
+    """Whether to look for blocks in force the execution's results do not show: when it failed.
+
+    Mitigate retried and failed at last may have applied a block on an earlier attempt; a dry
+    run applies none.
+    """
+    return incident.outcome is Outcome.FAILED and not incident.dry_run
+
+
+def with_blocks_in_force(incident: Incident, items: Iterable[Mapping[str, Any]]) -> Incident:
+    """The incident with its blocks in force (stored items) that none of its results names."""
+    named = {action.block_id for action in incident.actions if action.block_id}
+    started = incident.execution_started_at
+    blocks = []
+    for block in (BlockRecord.model_validate(item) for item in items):
+        if block.block_id in named:
+            continue
+        # The blocks table does not record the execution; the time tells this one's apart.
+        this_execution = started is not None and _utc(block.created_at) >= _utc(started)
+        origin = "an earlier attempt" if this_execution else "an earlier execution"
+        if block.nacl_id:
+            where = f"denied by rule {block.rule_number} of {block.nacl_id}"
+        else:
+            where = f"in {block.ip_set}"
+        blocks.append(
+            ActionResult(
+                action_id=block.action_id,
+                kind=block.kind,
+                target=block.target,
+                status=ActionStatus.APPLIED,
+                detail=f"{block.cidr} {where}, in force from {origin}",
+                block_id=block.block_id,
+                expires_at=block.expires_at,
+                at=block.created_at,
+            )
+        )
+    blocks.sort(key=lambda result: (_utc(result.at), result.block_id or ""))
+    return incident.model_copy(update={"blocks_in_force": blocks})
 
 
 def incident_id_of(state: PipelineState, execution_name: str) -> str:
@@ -489,19 +548,43 @@ def _approval_section(incident: Incident) -> str:
 
 def _actions_section(incident: Incident) -> str:
     lines = ["## Actions", ""]
-    if not incident.actions:
-        return "\n".join([*lines, "No action was run."])
-    rows = [
-        (
-            action.kind.value,
-            _code(action.target),
-            action.status.value,
-            _cell(action.detail),
-            _when(action.expires_at) if action.expires_at else "–",
-        )
-        for action in incident.actions
-    ]
-    return "\n".join(lines + _table(("Kind", "Target", "Status", "Detail", "Expires"), rows))
+    if incident.actions:
+        rows = [
+            (
+                action.kind.value,
+                _code(action.target),
+                action.status.value,
+                _cell(action.detail),
+                _when(action.expires_at) if action.expires_at else "–",
+            )
+            for action in incident.actions
+        ]
+        lines += _table(("Kind", "Target", "Status", "Detail", "Expires"), rows)
+    elif incident.blocks_in_force:
+        lines.append("No action result reached the report.")
+    else:
+        lines.append("No action was run.")
+
+    if incident.blocks_in_force:
+        rows = [
+            (
+                block.kind.value,
+                _code(block.target),
+                "in force",
+                _cell(block.detail),
+                _when(block.expires_at) if block.expires_at else "–",
+            )
+            for block in incident.blocks_in_force
+        ]
+        lines += [
+            "",
+            "### Blocks in force",
+            "",
+            "Applied for this incident before this report, and not lifted yet:",
+            "",
+            *_table(("Kind", "Target", "Status", "Detail", "Expires"), rows),
+        ]
+    return "\n".join(lines)
 
 
 def _failure_section(incident: Incident) -> str:
@@ -530,6 +613,8 @@ def _timeline_section(incident: Incident) -> str:
             events.append((incident.approval.answered_at, f"approval answered: {status}"))
     for action in incident.actions:
         events.append((action.at, f"{action.kind.value} {action.target}: {action.status.value}"))
+    for block in incident.blocks_in_force:
+        events.append((block.at, f"{block.kind.value} {block.target}: applied, still in force"))
     events.append((incident.reported_at, f"reported: {incident.outcome.value}"))
 
     events.sort(key=lambda event: _utc(event[0]))

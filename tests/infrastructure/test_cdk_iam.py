@@ -76,6 +76,11 @@ EXPECTED = {
             ("dynamodb:GetItem", "dynamodb:UpdateItem"),
             (TABLE.format(naming.APPROVALS_TABLE),),
         ),
+        # The blocks an incident left in force: the index alone, never the table itself.
+        (
+            ("dynamodb:Query",),
+            (TABLE.format(f"{naming.BLOCKS_TABLE}/index/{naming.BLOCKS_BY_INCIDENT_INDEX}"),),
+        ),
         (
             ("s3:PutObject",),
             (

@@ -185,6 +185,31 @@ def test_tables_are_on_demand_encrypted_recoverable_and_retained(assembly, table
     assert resource["DeletionPolicy"] == "Retain"
 
 
+@pytest.mark.parametrize(
+    ("table", "indexes"),
+    [
+        (naming.INDICATORS_TABLE, None),
+        (naming.INCIDENTS_TABLE, None),
+        (naming.BLOCKS_TABLE, [(naming.BLOCKS_BY_INCIDENT_INDEX, [("incident_id", "HASH")])]),
+        (naming.APPROVALS_TABLE, None),
+    ],
+)
+def test_tables_have_the_indexes_the_services_query(assembly, table, indexes):
+    _, resource = assembly.one(DATA_STACK, "AWS::DynamoDB::Table", TableName=table)
+    properties = resource["Properties"]
+
+    found = properties.get("GlobalSecondaryIndexes")
+    if indexes is None:
+        assert found is None
+        return
+    assert [
+        (index["IndexName"], [(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]])
+        for index in found
+    ] == indexes
+    # The report reads every attribute of a block from the index, with no read of the table.
+    assert all(index["Projection"] == {"ProjectionType": "ALL"} for index in found)
+
+
 def test_reports_bucket_is_private_encrypted_versioned_and_ssl_only(assembly):
     template = assembly.assertions[DATA_STACK]
     key, bucket = assembly.one(DATA_STACK, "AWS::S3::Bucket")
@@ -340,6 +365,7 @@ ENVIRONMENT = {
     "report": {
         "INCIDENTS_TABLE": naming.INCIDENTS_TABLE,
         "APPROVALS_TABLE": naming.APPROVALS_TABLE,
+        "BLOCKS_TABLE": naming.BLOCKS_TABLE,
         "REPORTS_BUCKET": f"{naming.PREFIX}-reports-<AWS::AccountId>-<AWS::Region>",
         "EVENT_BUS_NAME": naming.EVENT_BUS,
     },

@@ -80,16 +80,21 @@ class Account:
 
     def wait_for_approval(self) -> Waiting:
         """Start an execution and request the approval it waits for, as the pipeline would."""
+        name = f"execution-{uuid.uuid4().hex}"
         execution = self.sfn.start_execution(
-            stateMachineArn=self.state_machine, name=f"execution-{uuid.uuid4().hex}", input="{}"
+            stateMachineArn=self.state_machine, name=name, input="{}"
         )
-        return Waiting(execution["executionArn"], self.request_approval(self._token()))
+        return Waiting(execution["executionArn"], self.request_approval(self.task_token(), name))
 
-    def request_approval(self, token: str) -> str:
-        """Request an approval for a task token, with no execution behind it."""
-        return handler.request_approval({**self.request, "token": token}, Context())["approval_id"]
+    def request_approval(self, token: str, execution_name: str | None = None) -> str:
+        """Request an approval for a task token; by default for the sample's execution."""
+        request = {**self.request, "token": token}
+        if execution_name is not None:
+            request["execution_name"] = execution_name
+        return handler.request_approval(request, Context())["approval_id"]
 
-    def _token(self) -> str:
+    def task_token(self) -> str:
+        """The token of the next task that waits, as the queue hands it over."""
         for _ in range(100):
             messages = self.sqs.receive_message(QueueUrl=self.queue_url).get("Messages", [])
             if messages:
@@ -145,6 +150,24 @@ class StepFunctionsAnswering:
         return self.sfn if service_name == "stepfunctions" else self._session.client(service_name)
 
 
+class RetriedBeforeTheAnswer:
+    """A session whose first DynamoDB update is preceded by a retried approval request."""
+
+    def __init__(self, account: Account, execution_name: str, token: str) -> None:
+        self._session = account.session
+        self.dynamodb = self._session.client("dynamodb")
+        retried: list[str] = []
+
+        def retry_first(**_):
+            if not retried:
+                retried.append(account.request_approval(token, execution_name))
+
+        self.dynamodb.meta.events.register("before-call.dynamodb.UpdateItem", retry_first)
+
+    def client(self, service_name: str, **_):
+        return self.dynamodb if service_name == "dynamodb" else self._session.client(service_name)
+
+
 # --- answering ---------------------------------------------------------------------------------
 
 
@@ -179,6 +202,48 @@ def test_an_approval_resumes_the_execution_with_the_answer(account):
         REVIEWER,
         "known scanner",
     )
+
+
+def test_an_answer_resumes_the_task_of_the_retried_request(account):
+    # Given an execution whose approval was first requested by an attempt that failed, then
+    # requested again by the retried task it now waits on
+    name = f"execution-{uuid.uuid4().hex}"
+    execution = account.sfn.start_execution(
+        stateMachineArn=account.state_machine, name=name, input="{}"
+    )
+    first = account.request_approval("token-of-the-failed-attempt", name)
+    again = account.request_approval(account.task_token(), name)
+
+    # When a person approves it
+    answer(account.session, again, approve=True, reason="known scanner", approver=REVIEWER)
+
+    # Then there was one approval, and the answer reached the task that waits
+    assert again == first
+    described = account.finished(execution["executionArn"])
+    assert described["status"] == "SUCCEEDED"
+    assert json.loads(described["output"])["approval"]["approval_id"] == first
+
+
+def test_an_answer_read_before_a_retried_request_is_refused(account):
+    # Given an execution whose approval is requested again, with a new token, while a person's
+    # answer is on its way
+    name = f"execution-{uuid.uuid4().hex}"
+    execution = account.sfn.start_execution(
+        stateMachineArn=account.state_machine, name=name, input="{}"
+    )
+    approval_id = account.request_approval("token-of-the-failed-attempt", name)
+    session = RetriedBeforeTheAnswer(account, name, account.task_token())
+
+    # When the answer arrives, then it is refused: it would go to the task no longer waiting
+    with pytest.raises(ApprovalError, match="requested again meanwhile"):
+        answer(session, approval_id, approve=True, reason="first try", approver=REVIEWER)
+    assert account.item(approval_id)["status"] == "pending"
+
+    # And answering again reaches the task that waits
+    answer(account.session, approval_id, approve=True, reason="second try", approver=REVIEWER)
+    described = account.finished(execution["executionArn"])
+    assert described["status"] == "SUCCEEDED"
+    assert json.loads(described["output"])["approval"]["reason"] == "second try"
 
 
 def test_a_denial_resumes_the_execution_too(account):

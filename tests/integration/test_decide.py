@@ -14,11 +14,12 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 import cloud_sniper
+from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import TransientAwsError
 from cloud_sniper.domain.models import Decision, Mode
 from cloud_sniper.domain.policy import policy_as_json
 from services.decide import adapters, handler
-from services.decide.approval_request import approval_id
+from services.decide.approval_request import ApprovalConflictError
 
 DEFAULT_POLICY = Path(cloud_sniper.__file__).parent / "data" / "default-policy.yaml"
 ATTACKER = "89.160.20.112"
@@ -193,8 +194,9 @@ def test_an_approval_request_is_stored_pending(approvals, event):
     # When request_approval runs
     result = handler.request_approval(request, Context())
 
-    # Then a pending approval is stored under a short id, expiring with the decision's timeout
-    expected_id = approval_id(request["token"])
+    # Then a pending approval is stored under a short id named after the execution, expiring
+    # with the decision's timeout
+    expected_id = naming.approval_id(request["execution_name"])
     assert result == {"approval_id": expected_id}
     assert expected_id.startswith("apr-") and len(expected_id) == 14
     item = approvals.table.get_item(Key={"approval_id": expected_id})["Item"]
@@ -224,7 +226,7 @@ def test_approvers_are_told_what_to_approve_and_how_but_not_the_token(approvals,
     # to answer; the task token is nowhere in it
     (envelope,) = approvals.messages()
     subject, message = envelope["Subject"], envelope["Message"]
-    expected_id = approval_id(request["token"])
+    expected_id = naming.approval_id(request["execution_name"])
     assert subject == f"Cloud Sniper approval {expected_id}: {request['finding']['type']}"
     for expected in (
         "UnauthorizedAccess:EC2/MaliciousIPCaller.Custom, severity 5 (Medium)",
@@ -240,24 +242,87 @@ def test_approvers_are_told_what_to_approve_and_how_but_not_the_token(approvals,
     assert request["token"] not in json.dumps(envelope)
 
 
-def test_a_retried_request_keeps_the_first_record(approvals, event):
+def set_status(approvals: Approvals, approval_id: str, status: str) -> None:
+    approvals.table.update_item(
+        Key={"approval_id": approval_id},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": status},
+    )
+
+
+def test_a_retried_request_takes_over_the_pending_approval(approvals, event):
+    # Given an approval requested, still pending
+    request = event("request-approval.json")
+    first = handler.request_approval(request, Context())["approval_id"]
+
+    # When the state machine retries the task: same execution, a new task token
+    retried = {**request, "token": "token-of-the-second-attempt"}
+    again = handler.request_approval(retried, Context())["approval_id"]
+
+    # Then the one approval of the execution now answers the new task, and approvers hear of it
+    assert again == first
+    assert approvals.table.scan()["Count"] == 1
+    item = approvals.table.get_item(Key={"approval_id": first})["Item"]
+    assert (item["status"], item["token"]) == ("pending", "token-of-the-second-attempt")
+    assert [envelope["Subject"] for envelope in approvals.messages()] == [
+        f"Cloud Sniper approval {first}: {request['finding']['type']}"
+    ] * 2
+
+
+def test_a_repeated_request_of_an_answered_task_keeps_the_answer(approvals, event):
     # Given an approval already requested, and answered since
     request = event("request-approval.json")
     first = handler.request_approval(request, Context())["approval_id"]
-    approvals.table.update_item(
-        Key={"approval_id": first},
-        UpdateExpression="SET #s = :s",
-        ExpressionAttributeNames={"#s": "status"},
-        ExpressionAttributeValues={":s": "approved"},
-    )
+    approvals.messages()
+    set_status(approvals, first, "approved")
 
-    # When the state machine retries the same task
+    # When the same task (same token) asks again
     again = handler.request_approval(request, Context())["approval_id"]
 
-    # Then the same approval is named and its answer kept
+    # Then the same approval is named, its answer kept, and nobody is asked again
     assert again == first
     assert approvals.table.scan()["Count"] == 1
-    assert approvals.table.get_item(Key={"approval_id": first})["Item"]["status"] == "approved"
+    item = approvals.table.get_item(Key={"approval_id": first})["Item"]
+    assert (item["status"], item["token"]) == ("approved", request["token"])
+    assert approvals.messages() == []
+
+
+@pytest.mark.parametrize("status", ["approved", "denied", "timed_out"])
+def test_a_retried_request_after_the_answer_fails(approvals, event, status):
+    # Given an approval answered (or timed out) while its task failed
+    request = event("request-approval.json")
+    first = handler.request_approval(request, Context())["approval_id"]
+    set_status(approvals, first, status)
+
+    # When the retried task asks with a new token, then it fails rather than wait in vain
+    retried = {**request, "token": "token-of-the-second-attempt"}
+    with pytest.raises(ApprovalConflictError, match=f"approval {first} is already {status}"):
+        handler.request_approval(retried, Context())
+
+    # And the answer stands
+    item = approvals.table.get_item(Key={"approval_id": first})["Item"]
+    assert (item["status"], item["token"]) == (status, request["token"])
+
+
+def test_an_approval_of_another_execution_is_never_taken_over(approvals, event):
+    # Given a pending approval of another execution under the id this execution would use
+    request = event("request-approval.json")
+    taken = naming.approval_id(request["execution_name"])
+    approvals.table.put_item(
+        Item={
+            "approval_id": taken,
+            "status": "pending",
+            "execution_name": "another-execution",
+            "token": "token-of-another-execution",
+        }
+    )
+
+    # When this execution requests its approval, then it fails and the other one is untouched
+    with pytest.raises(ApprovalConflictError, match="belongs to execution another-execution"):
+        handler.request_approval(request, Context())
+    item = approvals.table.get_item(Key={"approval_id": taken})["Item"]
+    assert item["token"] == "token-of-another-execution"
 
 
 def test_a_decision_that_needs_no_approval_is_refused(approvals, event):

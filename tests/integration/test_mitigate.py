@@ -348,6 +348,39 @@ def test_throttled_waf_update_is_transient(account, finding):
     assert account.blocks() == {}
 
 
+class ThrottledBody:
+    """The raw body of a throttling answer, as botocore reads one from the wire."""
+
+    def stream(self, **_: Any):
+        yield json.dumps({"__type": "ThrottlingException", "message": "injected"}).encode()
+
+
+def test_the_sdk_retries_a_throttled_call_briefly_and_leaves_the_rest_to_the_state_machine(
+    account, finding
+):
+    # Given a WAF that throttles every request that reaches the wire
+    session = boto3.session.Session()
+    sent: list[str] = []
+
+    def throttle(request: Any, **_: Any) -> AWSResponse:
+        sent.append(request.url)
+        return AWSResponse(request.url, 400, {}, ThrottledBody())
+
+    session.events.register("before-send.wafv2", throttle)
+    settings = Settings.model_validate(ENVIRONMENT)
+
+    # When the clients the service builds apply a WAF block
+    ports = build_ports(settings, session=session)
+    with pytest.raises(TransientAwsError, match="ThrottlingException"):
+        apply_actions(
+            finding([account.subnet_id]), decision(V4, ("waf_block",)), INCIDENT, False, NOW, ports
+        )
+
+    # Then the SDK sent the request three times (max_attempts counts retries in botocore's
+    # Config), not the five of its legacy default
+    assert len(sent) == 3
+
+
 def test_full_range_evicts_our_oldest_block(account, finding):
     # Given a range of 50-52 where 51 holds someone else's entry, and our blocks at 50 and 52
     account.deny(51, FOREIGN_CIDR)

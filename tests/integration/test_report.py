@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -12,6 +13,9 @@ from moto import mock_aws
 
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import TransientAwsError
+from cloud_sniper.domain.models import ActionKind
+from services.mitigate.actions import Block
+from services.mitigate.adapters import DynamoBlockStore
 from services.report import handler as report_handler
 from services.report.adapters import EventBus, EventNotPublishedError, IncidentsTable
 from services.report.incident import read_json
@@ -32,6 +36,7 @@ class Context:
 class Account:
     incidents: object
     approvals: object
+    blocks: object
     s3: object
     sqs: object
     queue_url: str
@@ -46,10 +51,31 @@ def create_table(name: str, key: str):
     )
 
 
+def create_blocks_table():
+    """The blocks table with its index by incident, as the data stack declares them."""
+    return boto3.resource("dynamodb").create_table(
+        TableName=naming.BLOCKS_TABLE,
+        KeySchema=[{"AttributeName": "block_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "block_id", "AttributeType": "S"},
+            {"AttributeName": "incident_id", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": naming.BLOCKS_BY_INCIDENT_INDEX,
+                "KeySchema": [{"AttributeName": "incident_id", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
 @pytest.fixture
 def account(monkeypatch):
     monkeypatch.setenv("INCIDENTS_TABLE", naming.INCIDENTS_TABLE)
     monkeypatch.setenv("APPROVALS_TABLE", naming.APPROVALS_TABLE)
+    monkeypatch.setenv("BLOCKS_TABLE", naming.BLOCKS_TABLE)
     monkeypatch.setenv("REPORTS_BUCKET", BUCKET)
     monkeypatch.setenv("EVENT_BUS_NAME", naming.EVENT_BUS)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "report")
@@ -85,6 +111,7 @@ def account(monkeypatch):
         yield Account(
             incidents=create_table(naming.INCIDENTS_TABLE, "incident_id"),
             approvals=create_table(naming.APPROVALS_TABLE, "approval_id"),
+            blocks=create_blocks_table(),
             s3=s3,
             sqs=sqs,
             queue_url=queue_url,
@@ -172,42 +199,137 @@ def test_a_retried_report_is_idempotent_and_a_new_execution_counts(account, miti
     assert len(keys["Contents"]) == 4
 
 
-def test_an_approval_timeout_marks_the_pending_approval(account, mitigated):
-    # Given an approval request for this execution nobody answered, and others
-    request = mitigated()
-    name = request["execution_name"]
+def timed_out_approval(request: dict) -> dict:
+    """The request turned into an approval nobody answered in time."""
     state = request["state"]
     state["decision"]["mode"] = "approval"
     del state["mitigation"]
     state["approval_error"] = {"Error": "States.Timeout", "Cause": ""}
-    approvals = [
-        ("apr-this", name, "pending"),
-        ("apr-other-execution", "another-execution", "pending"),
-        ("apr-answered", name, "approved"),
-    ]
-    for approval_id, execution_name, status in approvals:
-        account.approvals.put_item(
-            Item={
-                "approval_id": approval_id,
-                "incident_id": INCIDENT_ID,
-                "execution_name": execution_name,
-                "status": status,
-            }
-        )
+    return request
+
+
+def put_approval(account: Account, execution_name: str, status: str) -> str:
+    approval_id = naming.approval_id(execution_name)
+    account.approvals.put_item(
+        Item={
+            "approval_id": approval_id,
+            "incident_id": INCIDENT_ID,
+            "execution_name": execution_name,
+            "status": status,
+        }
+    )
+    return approval_id
+
+
+def test_an_approval_timeout_marks_the_pending_approval(account, mitigated):
+    # Given this execution's approval nobody answered, and another execution's
+    request = timed_out_approval(mitigated())
+    this = put_approval(account, request["execution_name"], "pending")
+    other = put_approval(account, "another-execution", "pending")
 
     # When it is reported
     result = report_handler.report(request, Context())
 
-    # Then the incident timed out and only this execution's pending approval is marked so
+    # Then the incident timed out and only this execution's approval is marked so
     assert result["outcome"] == "timed_out"
     statuses = {item["approval_id"]: item["status"] for item in account.approvals.scan()["Items"]}
-    assert statuses == {
-        "apr-this": "timed_out",
-        "apr-other-execution": "pending",
-        "apr-answered": "approved",
+    assert statuses == {this: "timed_out", other: "pending"}
+    assert account.approvals.get_item(Key={"approval_id": this})["Item"]["timed_out_at"]
+
+
+@pytest.mark.parametrize("status", ["approved", "denied"])
+def test_an_approval_answered_meanwhile_keeps_its_answer(account, mitigated, status):
+    # Given this execution's approval answered after its task timed out
+    request = timed_out_approval(mitigated())
+    approval_id = put_approval(account, request["execution_name"], status)
+
+    # When it is reported
+    report_handler.report(request, Context())
+
+    # Then the answer stands
+    item = account.approvals.get_item(Key={"approval_id": approval_id})["Item"]
+    assert item["status"] == status
+    assert "timed_out_at" not in item
+
+
+def test_an_approval_timeout_without_a_stored_approval_stores_none(account, mitigated):
+    # Given an execution whose approval task timed out before it stored the approval
+    request = timed_out_approval(mitigated())
+
+    # When it is reported, then no approval item appears
+    assert report_handler.report(request, Context())["outcome"] == "timed_out"
+    assert account.approvals.scan()["Count"] == 0
+
+
+def record_block(
+    account: Account, incident_id: str, kind: ActionKind, created_at: datetime
+) -> Block:
+    """Record a block as the mitigate service does."""
+    nacl = kind == ActionKind.NACL_BLOCK
+    block = Block(
+        block_id=f"{kind}#{incident_id}#{created_at:%H%M%S}",
+        kind=kind,
+        target="198.51.100.7",
+        cidr="198.51.100.7/32",
+        ip_version=4,
+        ip_set=None if nacl else naming.WAF_IPV4_SET,
+        nacl_id="acl-0123456789abcdef0" if nacl else None,
+        subnet_ids=["subnet-0a1b2c3d"] if nacl else [],
+        rule_number=51 if nacl else None,
+        incident_id=incident_id,
+        finding_id="7ac6b5b0d9e1f2a3b4c5d6e7f8a9b0c1",
+        action_id=f"act-{kind}",
+        created_at=created_at,
+        expires_at=created_at + timedelta(days=1),
+    )
+    assert DynamoBlockStore(account.blocks).put_new(block)
+    return block
+
+
+def test_a_failed_mitigation_reports_the_blocks_it_left_in_force(account, mitigated):
+    # Given Mitigate failed after its retries, its first attempt having applied the NACL block
+    request = mitigated()
+    state = request["state"]
+    del state["mitigation"]
+    state["failure"] = {
+        "Error": "TransientAwsError",
+        "Cause": "WAF IP set cloud-sniper-blocked-ipv4: WAFUnavailableEntityException",
     }
-    this = account.approvals.get_item(Key={"approval_id": "apr-this"})["Item"]
-    assert this["timed_out_at"]
+    started = datetime(2024, 5, 1, 10, 30, 8, tzinfo=UTC)
+    earlier_attempt = record_block(
+        account, INCIDENT_ID, ActionKind.NACL_BLOCK, started + timedelta(seconds=3)
+    )
+    # And a WAF block an earlier execution made for the same incident
+    earlier_execution = record_block(
+        account, INCIDENT_ID, ActionKind.WAF_BLOCK, started - timedelta(hours=2)
+    )
+    # And blocks that are not this incident's, or no longer in force
+    record_block(account, "inc-another-incident", ActionKind.NACL_BLOCK, started)
+    lifted = record_block(account, INCIDENT_ID, ActionKind.NACL_BLOCK, started - timedelta(days=2))
+    DynamoBlockStore(account.blocks).mark_removed(lifted.block_id, "expired", started)
+
+    # When it is reported
+    result = report_handler.report(request, Context())
+
+    # Then the incident failed, and lists the incident's blocks in force, oldest first
+    assert result["outcome"] == "failed"
+    document, _ = read_object(account, result["report_keys"]["json"])
+    incident = read_json(document)
+    assert incident.actions == []
+    assert [(block.block_id, block.expires_at) for block in incident.blocks_in_force] == [
+        (earlier_execution.block_id, earlier_execution.expires_at),
+        (earlier_attempt.block_id, earlier_attempt.expires_at),
+    ]
+
+    # And the Markdown report says so under Actions, rather than that nothing was done
+    markdown, _ = read_object(account, result["report_keys"]["markdown"])
+    assert "No action was run." not in markdown
+    assert "### Blocks in force" in markdown
+    assert (
+        "| nacl_block | `198.51.100.7` | in force | 198.51.100.7/32 denied by rule 51 of "
+        "acl-0123456789abcdef0, in force from an earlier attempt | 2024-05-02 10:30:11 UTC |"
+    ) in markdown
+    assert "in force from an earlier execution | 2024-05-02 08:30:08 UTC |" in markdown
 
 
 def test_an_unread_delivery_is_still_reported(account, event):

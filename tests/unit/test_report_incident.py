@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -21,6 +22,8 @@ from services.report.incident import (
     render_json,
     render_markdown,
     report_keys,
+    wants_blocks_in_force,
+    with_blocks_in_force,
 )
 
 REPORTED_AT = datetime(2024, 5, 1, 10, 30, 15, tzinfo=UTC)
@@ -124,6 +127,114 @@ def test_a_failed_step_fails_the_incident(mitigated):
         "TransientAwsError",
         "wafv2 UpdateIPSet",
     )
+
+
+def failed_mitigation(request: dict) -> dict:
+    """The request turned into one whose mitigate step failed after its retries."""
+    del request["state"]["mitigation"]
+    request["state"]["failure"] = {"Error": "TransientAwsError", "Cause": "wafv2 UpdateIPSet"}
+    return request
+
+
+def block_item(block_id: str, created_at: str, **fields) -> dict:
+    """A blocks table item as DynamoDB returns it: numbers as Decimal, attributes of its own."""
+    item = {
+        "block_id": block_id,
+        "kind": "nacl_block",
+        "target": "198.51.100.7",
+        "cidr": "198.51.100.7/32",
+        "ip_version": Decimal(4),
+        "nacl_id": "acl-0123456789abcdef0",
+        "subnet_ids": ["subnet-0a1b2c3d"],
+        "rule_number": Decimal(51),
+        "incident_id": "inc-0f1e2d3c4b5a6978",
+        "finding_id": "7ac6b5b0d9e1f2a3b4c5d6e7f8a9b0c1",
+        "action_id": "act-nacl-1",
+        "created_at": created_at,
+        "expires_at": "2024-05-02T10:30:11+00:00",
+        "expires_at_epoch": Decimal(1714645811),
+        "status": "active",
+    }
+    return {**item, **fields}
+
+
+def test_only_a_real_failed_execution_looks_for_blocks_in_force(mitigated):
+    # Given a mitigated execution, a failed one and a failed dry run
+    failed = failed_mitigation(mitigated())
+    dry = failed_mitigation(mitigated())
+    dry["state"]["dry_run"] = True
+
+    # When / Then only the real failure may have left a block no result shows
+    assert not wants_blocks_in_force(incident_from(mitigated()))
+    assert wants_blocks_in_force(incident_from(failed))
+    assert not wants_blocks_in_force(incident_from(dry))
+
+
+def test_a_failed_mitigation_shows_the_blocks_it_left_in_force(mitigated):
+    # Given Mitigate failed after its retries, its first attempt having applied the NACL block,
+    # and a WAF block from an earlier execution of the same incident
+    incident = incident_from(failed_mitigation(mitigated()))
+    items = [
+        block_item("nacl#acl-0123456789abcdef0#198.51.100.7/32", "2024-05-01T10:30:11Z"),
+        block_item(
+            "waf#cloud-sniper-blocked-ipv4#198.51.100.7/32",
+            "2024-05-01T08:00:00Z",
+            kind="waf_block",
+            action_id="act-waf-1",
+            nacl_id=None,
+            rule_number=None,
+            ip_set="cloud-sniper-blocked-ipv4",
+            expires_at="2024-05-02T08:00:00Z",
+        ),
+    ]
+
+    # When the blocks in force are added and the report rendered
+    incident = with_blocks_in_force(incident, items)
+    markdown = render_markdown(incident)
+
+    # Then the incident still failed, and lists both, oldest first, with where and until when
+    assert incident.outcome is Outcome.FAILED
+    assert [(block.kind.value, block.status.value) for block in incident.blocks_in_force] == [
+        ("waf_block", "applied"),
+        ("nacl_block", "applied"),
+    ]
+    assert "No action was run." not in markdown
+    assert "No action result reached the report." in markdown
+    assert "### Blocks in force" in markdown
+    assert (
+        "| nacl_block | `198.51.100.7` | in force | 198.51.100.7/32 denied by rule 51 of "
+        "acl-0123456789abcdef0, in force from an earlier attempt | 2024-05-02 10:30:11 UTC |"
+        in markdown
+    )
+    assert (
+        "| waf_block | `198.51.100.7` | in force | 198.51.100.7/32 in cloud-sniper-blocked-ipv4, "
+        "in force from an earlier execution | 2024-05-02 08:00:00 UTC |" in markdown
+    )
+    assert "| 2024-05-01 10:30:11 UTC | nacl_block 198.51.100.7: applied, still in force |" in (
+        markdown
+    )
+
+    # And the JSON report reads back with them
+    assert read_json(render_json(incident)) == incident
+
+
+def test_a_block_an_action_result_shows_is_not_listed_twice(mitigated):
+    # Given no action that took effect, one of them naming a block still recorded
+    incident = incident_from(set_statuses(mitigated(), "not_found", "unavailable"))
+    items = [block_item("blk-2", "2024-05-01T10:30:13Z")]
+
+    # When the blocks in force are added / Then the result is the only mention of it
+    assert with_blocks_in_force(incident, items).blocks_in_force == []
+
+
+def test_without_blocks_in_force_nothing_was_run(mitigated):
+    # Given a failed mitigation that left no block
+    incident = with_blocks_in_force(incident_from(failed_mitigation(mitigated())), [])
+
+    # When / Then the report says no action ran, and lists no blocks
+    markdown = render_markdown(incident)
+    assert "No action was run." in markdown
+    assert "### Blocks in force" not in markdown
 
 
 def test_an_unread_delivery_is_reported_from_the_raw_event(event):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from services.mitigate.actions import Ports
 from services.mitigate.adapters.blocks import DynamoBlockStore
@@ -12,6 +13,10 @@ from services.mitigate.adapters.knowledge import DynamoKnowledgeBase
 from services.mitigate.adapters.nacl import Ec2NetworkAcls
 from services.mitigate.adapters.waf import WafIpSets
 from services.mitigate.settings import Settings
+
+# The state machine retries a failed step with backoff; the SDK's default (legacy mode, five
+# attempts, long sleeps) would stack its own retries under it and eat the function's timeout.
+CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2})
 
 __all__ = [
     "DynamoBlockStore",
@@ -25,14 +30,14 @@ __all__ = [
 def build_ports(settings: Settings, session: Any = None) -> Ports:
     """Create the clients and the adapters over them; call once per cold start."""
     session = session or boto3.session.Session()
-    dynamodb = session.resource("dynamodb")
+    dynamodb = session.resource("dynamodb", config=CLIENT_CONFIG)
     return Ports(
         ip_sets=WafIpSets(
-            session.client("wafv2"),
+            session.client("wafv2", config=CLIENT_CONFIG),
             scope=settings.waf_scope,
             names={4: settings.waf_ipv4_set_name, 6: settings.waf_ipv6_set_name},
         ),
-        network_acls=Ec2NetworkAcls(session.client("ec2")),
+        network_acls=Ec2NetworkAcls(session.client("ec2", config=CLIENT_CONFIG)),
         blocks=DynamoBlockStore(dynamodb.Table(settings.blocks_table)),
         knowledge=DynamoKnowledgeBase(dynamodb.Table(settings.indicators_table)),
         rule_range=settings.nacl_rule_range,
