@@ -158,16 +158,14 @@ def _environment(configuration: dict, region: str, task_root: Path | None) -> It
     variables["AWS_LAMBDA_FUNCTION_NAME"] = configuration["FunctionName"]
     variables["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(configuration.get("MemorySize", 128))
     variables["_HANDLER"] = configuration["Handler"]
-    saved = {key: os.environ.get(key) for key in variables}
+    saved = {key: os.environ[key] for key in variables if key in os.environ}
     os.environ.update(variables)
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        # Variables are put back but never deleted: other threads (moto's executions, botocore
+        # making a client) read os.environ meanwhile, and a key vanishing mid-read breaks them.
+        os.environ.update(saved)
 
 
 def _send_logs_to(stream: Any) -> None:

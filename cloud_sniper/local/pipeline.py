@@ -48,15 +48,25 @@ class Result:
 
 
 def execution_arn(clients: Any, name: str) -> str:
-    account = clients("sts").get_caller_identity()["Account"]
-    region = clients("stepfunctions").meta.region_name
+    account, region = _account_and_region(clients)
     return f"arn:aws:states:{region}:{account}:execution:{naming.STATE_MACHINE}:{name}"
 
 
 def state_machine_arn(clients: Any) -> str:
-    account = clients("sts").get_caller_identity()["Account"]
-    region = clients("stepfunctions").meta.region_name
+    account, region = _account_and_region(clients)
     return f"arn:aws:states:{region}:{account}:stateMachine:{naming.STATE_MACHINE}"
+
+
+_ACCOUNTS: dict[Any, tuple[str, str]] = {}
+
+
+def _account_and_region(clients: Any) -> tuple[str, str]:
+    """The account and region the clients work in, asked once per client factory or session."""
+    key = getattr(clients, "__self__", clients)
+    if key not in _ACCOUNTS:
+        account = clients("sts").get_caller_identity()["Account"]
+        _ACCOUNTS[key] = (account, clients("stepfunctions").meta.region_name)
+    return _ACCOUNTS[key]
 
 
 def submit(
@@ -131,10 +141,14 @@ def _status(clients: Any, sfn: Any, name: str) -> str | None:
 
 def pending_approval(clients: Any, execution_name: str) -> dict[str, Any] | None:
     """The pending approval item of an execution, if it waits for one."""
-    item = clients("dynamodb").get_item(
-        TableName=naming.APPROVALS_TABLE,
-        Key={"approval_id": {"S": naming.approval_id(execution_name)}},
-    ).get("Item")
+    item = (
+        clients("dynamodb")
+        .get_item(
+            TableName=naming.APPROVALS_TABLE,
+            Key={"approval_id": {"S": naming.approval_id(execution_name)}},
+        )
+        .get("Item")
+    )
     if item is None or item.get("status", {}).get("S") != "pending":
         return None
     return item
@@ -168,8 +182,8 @@ def _incident_document(clients: Any, report_output: dict[str, Any]) -> dict[str,
 
 
 def reports_bucket(clients: Any) -> str:
-    account = clients("sts").get_caller_identity()["Account"]
-    return naming.reports_bucket(account, clients("s3").meta.region_name)
+    account, region = _account_and_region(clients)
+    return naming.reports_bucket(account, region)
 
 
 def _state_output(sfn: Any, arn: str, state: str, key: str) -> dict[str, Any] | None:
