@@ -171,6 +171,9 @@ def test_a_failing_action_ends_in_a_failure_report(clients, demo, variant):
     assert result.incident["outcome"] == "failed"
     assert result.incident["failure"]["error"] == "TransientAwsError"
     assert "ThrottlingException" in result.incident["failure"]["cause"]
+    # And the network ACL block made before the WAF write failed is reported as in force
+    in_force = {(block["kind"], block["target"]) for block in result.incident["blocks_in_force"]}
+    assert ("nacl_block", "89.248.165.84/32") in in_force
 
 
 def test_dry_run_plans_without_changing_anything(clients, demo, variant):
