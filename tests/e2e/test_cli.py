@@ -80,3 +80,19 @@ def test_commands_that_need_the_local_server_say_how_to_start_it(tmp_path, capsy
 
     assert status == 1
     assert "cloud-sniper local up" in capsys.readouterr().err
+
+
+def test_the_demo_shows_every_path_of_the_pipeline(tmp_path, home):
+    # When a newcomer runs the demo and lets it deny every approval
+    done = cloud_sniper(
+        "demo", "--ephemeral", "--approve", "none", "--json", home=home, cwd=tmp_path
+    )
+
+    # Then each path has at least one finding, and every finding has its report under ./out
+    assert done.returncode == 0, done.stderr
+    findings = json.loads(done.stdout)["findings"]
+    outcomes = {finding["outcome"] for finding in findings}
+    modes = {finding["decision"]["mode"] for finding in findings}
+    assert modes == {"auto", "approval", "notify", "ignore"}
+    assert {"mitigated", "denied", "notified", "ignored", "refused", "failed"} <= outcomes
+    assert all(finding["reports"] for finding in findings)
