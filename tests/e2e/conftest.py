@@ -1,4 +1,4 @@
-"""One emulated account with the synthesized app deployed, shared by the end-to-end tests."""
+"""One emulated account with the synthesized app deployed, shared by a module's end-to-end tests."""
 
 from __future__ import annotations
 
@@ -17,14 +17,16 @@ from cloud_sniper.local.faults import set_faults
 from cloud_sniper.local.runtime import LocalCloud
 
 
-@pytest.fixture(scope="session")
+# Module scope: the emulated account is process-wide while it runs, and the integration tests'
+# own moto mocks must start from an empty one after these modules end.
+@pytest.fixture(scope="module")
 def cloud(assembly_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     log_file = tmp_path_factory.mktemp("functions") / "functions.log"
     with LocalCloud(assembly_dir, log_file=log_file) as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def estate(cloud: LocalCloud) -> dict[str, str]:
     return seed_estate(cloud.clients)
 
@@ -36,7 +38,7 @@ def clients(cloud: LocalCloud) -> Iterator[Any]:
     set_faults(cloud.clients("ssm"), [])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def demo(estate: dict[str, str]) -> dict[str, dict[str, Any]]:
     """The demo findings about the seeded estate, by file name."""
     return {locator.split("/")[-1]: document for locator, document in demo_findings(estate)}
