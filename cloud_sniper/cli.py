@@ -416,30 +416,34 @@ def _json_document(results: list[Any], rejected: list[tuple[str, str]]) -> dict[
 
 
 def _action_rows(result: Any, decision: dict, incident: dict) -> list[dict[str, str]]:
-    """Each action with its status: as run, or as planned when it has not run (yet)."""
-    if incident.get("actions"):
-        return [
-            {"kind": a["kind"], "target": a["target"], "status": a["status"]}
-            for a in incident["actions"]
-        ]
+    """Each action with its status: as run, left in force by an earlier attempt, or planned."""
+    rows = [
+        {"kind": a["kind"], "target": a["target"], "status": a["status"]}
+        for a in incident.get("actions", []) + incident.get("blocks_in_force", [])
+    ]
+    done = {(row["kind"], row["target"]) for row in rows}
     status = "awaiting_approval" if result.approval_id else "not_run"
-    return [
+    rows += [
         {"kind": a["kind"], "target": a["target"], "status": status}
         for a in decision.get("actions", [])
+        if (a["kind"], a["target"]) not in done
     ]
+    return rows
 
 
 def _actions_text(actions: list[dict[str, str]]) -> str:
-    """Actions grouped by target: `45.155.205.233/32 waf+nacl applied`."""
-    by_target: dict[str, dict[str, set[str]]] = {}
+    """Actions grouped by target and status: `45.155.205.233/32 waf+nacl applied`."""
+    by_target: dict[str, dict[str, list[str]]] = {}
     for action in actions:
-        entry = by_target.setdefault(action["target"], {"kinds": set(), "statuses": set()})
-        entry["kinds"].add(action["kind"].removesuffix("_block"))
-        entry["statuses"].add(action["status"])
+        kinds = by_target.setdefault(action["target"], {}).setdefault(action["status"], [])
+        kinds.append(action["kind"].removesuffix("_block"))
     return "; ".join(
-        f"{target} {'+'.join(sorted(entry['kinds'], reverse=True))} "
-        f"{'/'.join(sorted(entry['statuses']))}"
-        for target, entry in by_target.items()
+        f"{target} "
+        + ", ".join(
+            f"{'+'.join(sorted(kinds, reverse=True))} {status}"
+            for status, kinds in statuses.items()
+        )
+        for target, statuses in by_target.items()
     )
 
 
