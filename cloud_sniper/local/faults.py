@@ -46,6 +46,7 @@ class FaultInjector:
 
     def __init__(self, ssm_factory: Any) -> None:
         self._ssm_factory = ssm_factory
+        self._ssm: Any = None
         self._served: dict[int, int] = {}
         self._lock = threading.Lock()
         self._reading = threading.local()
@@ -60,8 +61,10 @@ class FaultInjector:
             return []
         self._reading.active = True
         try:
-            ssm = self._ssm_factory()
-            value = ssm.get_parameter(Name=FAULTS_PARAMETER)["Parameter"]["Value"]
+            # One client for every request: making one costs more than the read itself.
+            if self._ssm is None:
+                self._ssm = self._ssm_factory()
+            value = self._ssm.get_parameter(Name=FAULTS_PARAMETER)["Parameter"]["Value"]
         except Exception:  # no rules stored: nothing to inject
             return []
         finally:

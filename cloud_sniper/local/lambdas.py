@@ -75,6 +75,7 @@ class InProcessLambda:
         self._log = log_file.open("a", buffering=1) if log_file else None
         # One invocation at a time: handlers read os.environ, which is process-wide.
         self._lock = threading.RLock()
+        self._client: Any = None
         self._loaded: dict[str, tuple[Any, dict[str, str]]] = {}
         # Each function's staged code, by function name: the handler reads its files there.
         self.task_roots: dict[str, Path] = {}
@@ -127,8 +128,11 @@ class InProcessLambda:
         self.invocations.append(Invocation(configuration["FunctionName"], started, seconds, error))
 
     def _configuration(self, name: str) -> dict:
-        client = boto3.client("lambda", region_name=self._region, endpoint_url=self._endpoint_url)
-        return client.get_function_configuration(FunctionName=name)
+        if self._client is None:
+            self._client = boto3.client(
+                "lambda", region_name=self._region, endpoint_url=self._endpoint_url
+            )
+        return self._client.get_function_configuration(FunctionName=name)
 
     def _handler(self, configuration: dict) -> Any:
         """Import the handler's module once per function and configuration, as a cold start does."""
