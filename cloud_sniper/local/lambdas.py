@@ -99,9 +99,9 @@ class InProcessLambda:
     def invoke(self, name: str, payload: Any) -> tuple[int, dict[str, str], bytes]:
         """Run one invocation and shape the answer as the Lambda API does."""
         configuration = self._configuration(name)
-        started = time.monotonic()
         task_root = self.task_roots.get(configuration["FunctionName"])
         with self._lock, _environment(configuration, self._region, task_root):
+            started = time.monotonic()
             handler = self._handler(configuration)
             context = LambdaContext(
                 function_name=configuration["FunctionName"],
