@@ -59,28 +59,51 @@ def _local_pipeline(args: argparse.Namespace) -> Iterator[Callable[[str], Any]]:
     from cloud_sniper.local import server
     from cloud_sniper.local.runtime import client_factory
 
+    policy = _policy(args)
     if getattr(args, "ephemeral", False):
-        yield from _ephemeral_pipeline()
+        yield from _ephemeral_pipeline(policy)
         return
 
     status = server.read_status()
+    if status is not None and policy is not None and status.policy != str(policy):
+        raise CliError(
+            f"the local server runs with {status.policy or 'the default policy'}, not {policy}: "
+            f"restart it with `cloud-sniper local down` and `cloud-sniper local up --policy "
+            f"{policy}`, or add --ephemeral"
+        )
     if status is None:
         _say(
             args,
             "starting the local server (emulated AWS account, first start synthesizes the app)",
         )
-        status = server.start_background()
+        status = server.start_background(policy)
         _say(args, f"local server up on {status.endpoint_url}, log: {status.log_file}")
     yield client_factory(endpoint_url=status.endpoint_url)
 
 
-def _ephemeral_pipeline() -> Iterator[Callable[[str], Any]]:
+def _policy(args: argparse.Namespace) -> Path | None:
+    """The policy file asked for, checked now so that a typo is not a failed synth later."""
+    policy = getattr(args, "policy", None)
+    if policy is None:
+        return None
+    path = Path(policy).resolve()
+    if not path.is_file():
+        raise CliError(f"--policy {policy}: no such file")
+    from cloud_sniper.domain.policy import PolicyError, load_policy
+
+    try:
+        load_policy(path)
+    except PolicyError as exc:
+        raise CliError(str(exc)) from exc
+    return path
+
+
+def _ephemeral_pipeline(policy: Path | None) -> Iterator[Callable[[str], Any]]:
     from cloud_sniper.local import server
     from cloud_sniper.local.account import seed_estate
     from cloud_sniper.local.runtime import LocalCloud
-    from cloud_sniper.synth import synthesize
 
-    assembly = synthesize(server.state_dir() / "cdk.out")
+    assembly = server.synthesize_for(policy)
     with LocalCloud(assembly, log_file=server.state_dir() / "functions.log") as cloud:
         seed_estate(cloud.clients)
         yield cloud.clients
@@ -353,7 +376,7 @@ def _local_up(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     print("starting the local server: synthesizing and deploying the app into an emulated account")
-    status = server.start_background()
+    status = server.start_background(_policy(args))
     print(f"running on {status.endpoint_url} (pid {status.pid}), log: {status.log_file}")
     return EXIT_OK
 
@@ -382,6 +405,7 @@ def _local_status(args: argparse.Namespace) -> int:
     age = time.time() - status.started_at
     where = f"running on {status.endpoint_url} (pid {status.pid})"
     print(f"{where} for {age:.0f} s, log: {status.log_file}")
+    print(f"policy: {status.policy or 'the default policy'}")
     return EXIT_OK
 
 
@@ -561,6 +585,9 @@ def _parser() -> argparse.ArgumentParser:
             choices=("all", "none"),
             help="answer every approval the run asks for (default: leave them waiting)",
         )
+        command.add_argument(
+            "--policy", metavar="FILE", help="decide with this policy (YAML) instead of the default"
+        )
 
     demo = commands.add_parser("demo", help="run the bundled findings through the local pipeline")
     pipeline_options(demo)
@@ -621,7 +648,10 @@ def _parser() -> argparse.ArgumentParser:
         ("down", _local_down, "stop it (its state is gone)"),
         ("status", _local_status, "say whether it runs, where and its log"),
     ):
-        local_commands.add_parser(name, help=text).set_defaults(command_function=function)
+        command = local_commands.add_parser(name, help=text)
+        command.set_defaults(command_function=function)
+        if name == "up":
+            command.add_argument("--policy", metavar="FILE", help="a policy instead of the default")
     return parser
 
 

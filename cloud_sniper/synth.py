@@ -64,7 +64,8 @@ def fingerprint(context: dict[str, Any]) -> str:
     digest.update("\n".join(build.layer_requirements()).encode())
 
     for source in _input_files(context):
-        digest.update(source.relative_to(ROOT).as_posix().encode() + b"\0")
+        name = source.relative_to(ROOT) if source.is_relative_to(ROOT) else source
+        digest.update(name.as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(source.read_bytes()).digest())
     return digest.hexdigest()
 

@@ -28,6 +28,7 @@ class ServerStatus:
     port: int
     log_file: str
     started_at: float
+    policy: str | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -54,8 +55,11 @@ def read_status() -> ServerStatus | None:
     return status
 
 
-def start_background(timeout: float = 600.0) -> ServerStatus:
-    """Start the server in a background process and wait until it has deployed the app."""
+def start_background(policy: Path | None = None, timeout: float = 600.0) -> ServerStatus:
+    """Start the server in a background process and wait until it has deployed the app.
+
+    With a policy file, the app is synthesized with it instead of the default policy.
+    """
     directory = state_dir()
     directory.mkdir(parents=True, exist_ok=True)
     log_file = directory / "server.log"
@@ -63,7 +67,14 @@ def start_background(timeout: float = 600.0) -> ServerStatus:
     status_file().unlink(missing_ok=True)
     with log_file.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cloud_sniper.local.server", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "cloud_sniper.local.server",
+                "--port",
+                str(port),
+                *(["--policy", str(policy)] if policy else []),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -95,22 +106,30 @@ def stop_background() -> ServerStatus | None:
     return status
 
 
-def serve(port: int) -> None:
+def synthesize_for(policy: Path | None) -> Path:
+    """The app's cloud assembly, with the given policy or the default one."""
+    from cloud_sniper.synth import synthesize
+
+    context = {"policy": str(policy)} if policy else None
+    return synthesize(state_dir() / "cdk.out", context=context)
+
+
+def serve(port: int, policy: Path | None = None) -> None:
     """Run the emulated account in this process and serve it on loopback until stopped."""
     from moto.server import ThreadedMotoServer
 
     from cloud_sniper.local.account import seed_estate
     from cloud_sniper.local.runtime import LocalCloud
-    from cloud_sniper.synth import synthesize
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    assembly = synthesize(state_dir() / "cdk.out")
+    assembly = synthesize_for(policy)
     cloud = LocalCloud(assembly, log_file=state_dir() / "functions.log").start()
     seed_estate(cloud.clients)
     server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
     server.start()
 
-    status = ServerStatus(os.getpid(), port, str(state_dir() / "server.log"), time.time())
+    log_file = str(state_dir() / "server.log")
+    status = ServerStatus(os.getpid(), port, log_file, time.time(), str(policy) if policy else None)
     status_file().write_text(json.dumps(asdict(status)))
     logging.info("serving the emulated account on %s", status.endpoint_url)
 
@@ -147,4 +166,6 @@ def _listening(port: int) -> bool:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
-    serve(parser.parse_args().port)
+    parser.add_argument("--policy", type=Path, help="a policy file instead of the default")
+    arguments = parser.parse_args()
+    serve(arguments.port, arguments.policy)

@@ -96,3 +96,47 @@ def test_the_demo_shows_every_path_of_the_pipeline(tmp_path, home):
     assert modes == {"auto", "approval", "notify", "ignore"}
     assert {"mitigated", "denied", "notified", "ignored", "refused", "failed"} <= outcomes
     assert all(finding["reports"] for finding in findings)
+
+
+def test_a_policy_under_test_decides_instead_of_the_default(tmp_path):
+    # Given a policy that only notifies, whatever the finding
+    policy = tmp_path / "notify-only.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "rules:\n"
+        "  - name: watch-everything\n"
+        '    match: {types: ["*"]}\n'
+        "    mode: notify\n"
+    )
+    finding = tmp_path / "finding.json"
+    finding.write_text((EVENTS / "guardduty-ssh-brute-force.json").read_text())
+    home = tmp_path / "state"
+
+    # When a finding the default policy would block runs under it
+    done = cloud_sniper(
+        "run",
+        str(finding),
+        "--policy",
+        str(policy),
+        "--ephemeral",
+        "--json",
+        home=home,
+        cwd=tmp_path,
+    )
+
+    # Then the policy under test decided
+    assert done.returncode == 0, done.stderr
+    (processed,) = json.loads(done.stdout)["findings"]
+    assert processed["decision"]["mode"] == "notify"
+    assert "watch-everything" in processed["decision"]["reason"]
+
+
+def test_an_invalid_policy_is_refused_with_the_file_and_the_field(tmp_path, capsys):
+    policy = tmp_path / "broken.yaml"
+    policy.write_text("version: 1\nrules:\n  - name: x\n    mode: sometimes\n")
+
+    status = main(["run", str(EVENTS / "guardduty-ssh-brute-force.json"), "--policy", str(policy)])
+
+    assert status == 1
+    error = capsys.readouterr().err
+    assert "broken.yaml" in error and "mode" in error
