@@ -27,4 +27,4 @@ class EnrichStack(Stack):
             environment={"INDICATORS_TABLE": naming.INDICATORS_TABLE},
         )
         indicators = references.table(self, naming.INDICATORS_TABLE)
-        indicators.grant(self.enrich.role, "dynamodb:GetItem", "dynamodb:UpdateItem")
+        indicators.grant(self.enrich.role, "dynamodb:UpdateItem")

@@ -132,7 +132,6 @@ class MitigateStack(Stack):
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
-            "dynamodb:Query",
             "dynamodb:Scan",
         )
         indicators = references.table(function, naming.INDICATORS_TABLE)

@@ -41,7 +41,7 @@ class ReportStack(Stack):
         incidents = references.table(self, naming.INCIDENTS_TABLE)
         incidents.grant(role, "dynamodb:GetItem", "dynamodb:PutItem")
         approvals = references.table(self, naming.APPROVALS_TABLE)
-        approvals.grant(role, "dynamodb:GetItem", "dynamodb:UpdateItem")
+        approvals.grant(role, "dynamodb:UpdateItem")
         bus.grant_put_events_to(role)
         # Query on the index alone: the report looks up an incident's blocks, nothing more.
         role.add_to_principal_policy(

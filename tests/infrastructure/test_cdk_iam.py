@@ -25,7 +25,6 @@ def blocks_statements(*nacl_actions: str) -> set:
             (
                 "dynamodb:GetItem",
                 "dynamodb:PutItem",
-                "dynamodb:Query",
                 "dynamodb:Scan",
                 "dynamodb:UpdateItem",
             ),
@@ -56,7 +55,7 @@ EXPECTED = {
     "ingest": set(),
     "enrich": {
         (
-            ("dynamodb:GetItem", "dynamodb:UpdateItem"),
+            ("dynamodb:UpdateItem",),
             (TABLE.format(naming.INDICATORS_TABLE),),
         )
     },
@@ -73,7 +72,7 @@ EXPECTED = {
             (TABLE.format(naming.INCIDENTS_TABLE),),
         ),
         (
-            ("dynamodb:GetItem", "dynamodb:UpdateItem"),
+            ("dynamodb:UpdateItem",),
             (TABLE.format(naming.APPROVALS_TABLE),),
         ),
         # The blocks an incident left in force: the index alone, never the table itself.
