@@ -18,8 +18,19 @@ logger = logging.getLogger(__name__)
 STACK_TYPE = "aws:cloudformation:stack"
 
 # moto's SQS event source mapping hands messages to its own Lambda, which runs no code, and
-# drops them; the local runtime's poller delivers them to the real handlers instead.
+# drops them; moto's EventBridge cannot invoke a Lambda target and fails every event on the bus
+# of such a rule. The local runtime delivers both itself (runtime.py): these stay out of moto.
 RUNTIME_EMULATED = frozenset({"AWS::Lambda::EventSourceMapping"})
+
+
+def is_runtime_emulated(resource: dict[str, Any]) -> bool:
+    """Whether the local runtime, not the emulated CloudFormation, runs this resource."""
+    if resource["Type"] in RUNTIME_EMULATED:
+        return True
+    properties = resource.get("Properties", {})
+    return resource["Type"] == "AWS::Events::Rule" and "ScheduleExpression" in properties
+
+
 ASSET_MANIFEST_TYPE = "cdk:asset-manifest"
 
 
@@ -177,13 +188,34 @@ def _create_stack(clients: Any, stack_name: str, template: dict[str, Any]) -> De
 
 
 def _without_runtime_emulated(template: dict[str, Any]) -> dict[str, Any]:
-    """Leave out what the local runtime emulates itself (see RUNTIME_EMULATED)."""
-    resources = {
-        logical_id: resource
-        for logical_id, resource in template.get("Resources", {}).items()
-        if resource["Type"] not in RUNTIME_EMULATED
-    }
+    """Leave out what the local runtime runs itself, and what only serves those resources
+    (a scheduled rule's permission to invoke its function, for example)."""
+    resources = dict(template.get("Resources", {}))
+    removed = {key for key, resource in resources.items() if is_runtime_emulated(resource)}
+    while removed:
+        for logical_id in removed:
+            resources.pop(logical_id)
+        removed = {
+            key for key, resource in resources.items() if _references(resource) & set(removed)
+        }
     return {**template, "Resources": resources}
+
+
+def _references(node: Any) -> set[str]:
+    """The logical ids a piece of template refers to (Ref, Fn::GetAtt, DependsOn)."""
+    if isinstance(node, list):
+        return set().union(*(_references(item) for item in node)) if node else set()
+    if not isinstance(node, dict):
+        return set()
+    found: set[str] = set()
+    if isinstance(node.get("Ref"), str):
+        found.add(node["Ref"])
+    if isinstance(node.get("Fn::GetAtt"), list):
+        found.add(node["Fn::GetAtt"][0])
+    depends = node.get("DependsOn")
+    if depends:
+        found.update([depends] if isinstance(depends, str) else depends)
+    return found.union(*(_references(value) for value in node.values()))
 
 
 def _create_by_hand(clients: Any, template: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -13,9 +13,10 @@ from botocore.exceptions import ClientError
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import InvalidFindingError
 from cloud_sniper.domain.models import Finding
-from cloud_sniper.domain.normalize import normalize, peel_replay
+from cloud_sniper.domain.normalize import normalize, peel_replay, unwrap
 
 WAITING_FOR_APPROVAL = "WAITING_FOR_APPROVAL"
+GUARDDUTY_SOURCE = "aws.guardduty"
 FINISHED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
@@ -72,7 +73,11 @@ def _account_and_region(clients: Any) -> tuple[str, str]:
 def submit(
     clients: Any, documents: list[tuple[str, dict[str, Any]]], dry_run: bool = False
 ) -> tuple[list[Submission], list[Rejection]]:
-    """Validate each finding and put the valid ones on the project's bus as replays."""
+    """Validate each finding and put the valid ones on an event bus, as they would arrive.
+
+    A GuardDuty finding goes on the default bus as GuardDuty sends it, through the pipeline's
+    GuardDuty rule; a dry run, or a project detector's finding, goes on the project's bus.
+    """
     submissions: list[Submission] = []
     rejections: list[Rejection] = []
     events = clients("events")
@@ -84,17 +89,7 @@ def submit(
             rejections.append(Rejection(locator, str(exc)))
             continue
 
-        detail = {"finding": delivery, "dry_run": dry_run}
-        response = events.put_events(
-            Entries=[
-                {
-                    "Source": naming.EVENT_SOURCE,
-                    "DetailType": naming.REPLAY_DETAIL_TYPE,
-                    "Detail": json.dumps(detail),
-                    "EventBusName": naming.EVENT_BUS,
-                }
-            ]
-        )
+        response = events.put_events(Entries=[_event(delivery, finding, dry_run)])
         if response.get("FailedEntryCount"):
             error = response["Entries"][0].get("ErrorMessage", "rejected by the event bus")
             rejections.append(Rejection(locator, error))
@@ -102,6 +97,23 @@ def submit(
         name = naming.execution_name(finding.id, finding.updated_at, dry_run)
         submissions.append(Submission(locator, finding, name, dry_run))
     return submissions, rejections
+
+
+def _event(delivery: dict[str, Any], finding: Finding, dry_run: bool) -> dict[str, Any]:
+    if finding.source == GUARDDUTY_SOURCE and not dry_run:
+        detail, _ = unwrap(delivery)
+        return {
+            "Source": GUARDDUTY_SOURCE,
+            "DetailType": naming.FINDING_DETAIL_TYPE,
+            "Detail": json.dumps(detail),
+            "EventBusName": "default",
+        }
+    return {
+        "Source": naming.EVENT_SOURCE,
+        "DetailType": naming.REPLAY_DETAIL_TYPE,
+        "Detail": json.dumps({"finding": delivery, "dry_run": dry_run}),
+        "EventBusName": naming.EVENT_BUS,
+    }
 
 
 def wait(clients: Any, submissions: list[Submission], timeout: float = 120.0) -> list[Result]:

@@ -50,6 +50,15 @@ def client_factory(region: str = REGION, endpoint_url: str | None = None) -> Cal
 
 
 @dataclass
+class Schedule:
+    """A scheduled rule invoking a function, run by the local runtime at its rate."""
+
+    function_name: str
+    every_seconds: float
+    due: float
+
+
+@dataclass
 class EventSourceMapping:
     queue_url: str
     function_name: str
@@ -140,12 +149,35 @@ class LocalCloud:
             )
         return mappings
 
+    def schedules(self) -> list[Schedule]:
+        """The scheduled rules with function targets, as the templates declare them."""
+        assert self.app is not None
+        schedules = []
+        for logical_id, resource in self.app.resources("AWS::Events::Rule"):
+            properties = resource["Properties"]
+            every = _rate_seconds(properties.get("ScheduleExpression", ""))
+            if every is None or properties.get("State", "ENABLED") != "ENABLED":
+                if "ScheduleExpression" in properties:
+                    logger.info("schedule not run locally: %s", logical_id)
+                continue
+            for target in properties.get("Targets", []):
+                function = _function_name(target["Arn"], self.app)
+                if function is not None:
+                    schedules.append(Schedule(function, every, time.monotonic() + every))
+        return schedules
+
     def _poll(self) -> None:
-        """Deliver queued messages to their functions, as Lambda's event source mapping does."""
+        """Deliver queued messages to their functions, as Lambda's event source mapping does,
+        and invoke scheduled functions when they are due, as EventBridge Scheduler would."""
         mappings = self.event_source_mappings()
+        schedules = self.schedules()
         sqs = self.clients("sqs")
         lambda_client = self.clients("lambda")
         while not self._stopping.is_set():
+            for schedule in schedules:
+                if time.monotonic() >= schedule.due:
+                    schedule.due = time.monotonic() + schedule.every_seconds
+                    _run_schedule(lambda_client, schedule)
             delivered = 0
             for mapping in mappings:
                 try:
@@ -183,6 +215,33 @@ def _deliver(sqs: Any, lambda_client: Any, mapping: EventSourceMapping, region: 
         if message["MessageId"] not in failed:
             sqs.delete_message(QueueUrl=mapping.queue_url, ReceiptHandle=message["ReceiptHandle"])
     return len(messages)
+
+
+def _run_schedule(lambda_client: Any, schedule: Schedule) -> None:
+    event = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+    response = lambda_client.invoke(FunctionName=schedule.function_name, Payload=json.dumps(event))
+    if response.get("FunctionError"):
+        logger.warning("scheduled run of %s failed", schedule.function_name)
+
+
+_RATE_UNITS = {
+    "minute": 60,
+    "minutes": 60,
+    "hour": 3600,
+    "hours": 3600,
+    "day": 86400,
+    "days": 86400,
+}
+
+
+def _rate_seconds(expression: str) -> float | None:
+    """Seconds between runs of a `rate(N unit)` schedule; None for cron or anything else."""
+    if not (expression.startswith("rate(") and expression.endswith(")")):
+        return None
+    amount, _, unit = expression[5:-1].partition(" ")
+    if not amount.isdigit() or unit not in _RATE_UNITS:
+        return None
+    return int(amount) * _RATE_UNITS[unit]
 
 
 def _sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:

@@ -67,7 +67,7 @@ class Block(Model):
 
     block_id: str
     kind: ActionKind
-    target: str  # the address as the decision named it, also the knowledge base's value
+    target: str  # the address as the decision named it: a CIDR, /32 or /128 for one host
     cidr: str
     ip_version: Literal[4, 6]
     ip_set: str | None = None
@@ -86,6 +86,13 @@ class Block(Model):
     @property
     def indicator_kind(self) -> IndicatorKind:
         return IndicatorKind.IPV4 if self.ip_version == 4 else IndicatorKind.IPV6
+
+    @property
+    def indicator_value(self) -> str:
+        """The knowledge base's value: the bare address for one host, as enrich records it."""
+        network = ipaddress.ip_network(self.target, strict=False)
+        single = network.num_addresses == 1
+        return str(network.network_address) if single else str(network)
 
 
 class ExpiryReport(Model):
@@ -471,7 +478,7 @@ def _evict(run: _Run, nacl_id: str, block_id: str) -> None:
     # While another block of the address holds (WAF, another subnet), the knowledge base stays
     # "active" and the expiry of that block settles it; without one, nothing else would.
     if not any(other.target == block.target for other in ports.blocks.active()):
-        ports.knowledge.mark_expired(block.indicator_kind, block.target, block.expires_at)
+        ports.knowledge.mark_expired(block.indicator_kind, block.indicator_value, block.expires_at)
     logger.warning(
         "block evicted",
         extra={"block_id": block_id, "nacl_id": nacl_id, "rule": block.rule_number},
@@ -480,7 +487,7 @@ def _evict(run: _Run, nacl_id: str, block_id: str) -> None:
 
 def _record(run: _Run, block: Block) -> bool:
     """Note the block in the knowledge base, then record it; False when it was recorded first."""
-    run.ports.knowledge.mark_blocked(block.indicator_kind, block.target, block.expires_at)
+    run.ports.knowledge.mark_blocked(block.indicator_kind, block.indicator_value, block.expires_at)
     return run.ports.blocks.put_new(block)
 
 
@@ -509,7 +516,7 @@ def _lift(block: Block, now: datetime, ports: Ports) -> None:
         # The IP set or network ACL is gone, and the block with it.
         logger.warning("block target gone", extra={"block_id": block.block_id, "error": str(exc)})
 
-    ports.knowledge.mark_expired(block.indicator_kind, block.target, now)
+    ports.knowledge.mark_expired(block.indicator_kind, block.indicator_value, now)
     ports.blocks.mark_removed(block.block_id, "expired", now)
     logger.info("block expired", extra={"block_id": block.block_id})
 

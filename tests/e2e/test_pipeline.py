@@ -241,3 +241,53 @@ def _failed_attempts(clients: Any, result: pipeline.Result, state: str) -> int:
     arn = pipeline.execution_arn(clients, result.submission.execution_name)
     events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
     return sum(1 for event in events if event["type"] == "LambdaFunctionFailed")
+
+
+def test_expired_blocks_are_lifted_by_the_deployed_expiry_function(clients, demo, estate, variant):
+    # Given an attacker blocked by the pipeline, whose blocks have come to their end
+    address = "89.160.20.115"
+    run(clients, variant(demo["01-ssh-brute-force.json"], attacker=address))
+    table = clients("dynamodb")
+    blocks = [
+        item
+        for item in table.scan(TableName=naming.BLOCKS_TABLE)["Items"]
+        if item["target"]["S"] == f"{address}/32"
+    ]
+    assert {item["kind"]["S"] for item in blocks} == {"waf_block", "nacl_block"}
+    for item in blocks:
+        table.update_item(
+            TableName=naming.BLOCKS_TABLE,
+            Key={"block_id": item["block_id"]},
+            UpdateExpression="SET expires_at = :past, expires_at_epoch = :epoch",
+            ExpressionAttributeValues={
+                ":past": {"S": "2026-01-01T00:00:00Z"},
+                ":epoch": {"N": "1767225600"},
+            },
+        )
+
+    table.update_item(
+        TableName=naming.INDICATORS_TABLE,
+        Key={"kind": {"S": "ipv4"}, "value": {"S": address}},
+        UpdateExpression="SET blocked_until = :past",
+        ExpressionAttributeValues={":past": {"S": "2026-01-01T00:00:00Z"}},
+    )
+
+    # When the expiry function runs, as its schedule would run it
+    response = clients("lambda").invoke(FunctionName=naming.FUNCTIONS["expire"], Payload=b"{}")
+    summary = json.loads(response["Payload"].read())
+
+    # Then the address leaves the WAF IP set and the network ACL, and the records say so
+    assert "FunctionError" not in response, summary
+    assert summary["expired"] >= 2
+    assert f"{address}/32" not in waf_addresses(clients, 4)
+    assert f"{address}/32" not in nacl_denies(clients, estate["web_nacl"])
+    indicator = table.get_item(
+        TableName=naming.INDICATORS_TABLE, Key={"kind": {"S": "ipv4"}, "value": {"S": address}}
+    )["Item"]
+    assert indicator["block_state"]["S"] == "expired"
+
+
+def test_the_local_runtime_runs_the_expiry_schedule(cloud):
+    schedules = {schedule.function_name: schedule.every_seconds for schedule in cloud.schedules()}
+
+    assert schedules == {naming.FUNCTIONS["expire"]: 15 * 60}
