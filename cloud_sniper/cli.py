@@ -315,9 +315,8 @@ def execution_path(history: list[dict[str, Any]]) -> list[str]:
             rows.append(f"+{offset:7.2f}s  {name:<18} {took:6.2f}s")
         elif kind.endswith("Failed") or kind.endswith("TimedOut"):
             details = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
-            rows.append(
-                f"          {kind}: {details.get('error', '')} {details.get('cause', '')[:160]}"
-            )
+            failure = {"error": details.get("error", ""), "cause": details.get("cause", "")}
+            rows.append(f"{'':10} {kind}: {_failure_text(failure)[:150]}")
     return rows
 
 
