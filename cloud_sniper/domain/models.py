@@ -45,6 +45,7 @@ class IndicatorKind(StrEnum):
     DOMAIN = "domain"
     ACCESS_KEY = "access_key"
     PRINCIPAL = "principal"
+    FILE_HASH = "file_hash"  # SHA-256 of a file or executable, lower-case hex
 
 
 class IndicatorRole(StrEnum):
@@ -76,22 +77,142 @@ class Indicator(Model):
         return self.kind in (IndicatorKind.IPV4, IndicatorKind.IPV6)
 
 
+class Container(Model):
+    """A container the finding names: in a pod, an ECS task or on an instance."""
+
+    id: str | None = None
+    name: str | None = None
+    image: str | None = None
+    privileged: bool | None = None
+
+
+class RelatedResource(Model):
+    """A resource an attack sequence names besides the affected one."""
+
+    uid: str
+    kind: str | None = None
+    name: str | None = None
+
+
 class Resource(Model):
     """The affected resource: its GuardDuty resource type, kept as given, and what identifies it."""
 
     kind: str
+    arns: list[str] = Field(default_factory=list)
     instance_id: str | None = None
+    instance_profile_arn: str | None = None
     vpc_id: str | None = None
     subnet_ids: list[str] = Field(default_factory=list)
+    security_group_ids: list[str] = Field(default_factory=list)
     public_ips: list[str] = Field(default_factory=list)
     private_ips: list[str] = Field(default_factory=list)
     access_key_id: str | None = None
     principal: str | None = None
+    principal_id: str | None = None
+    # IAMUser, AssumedRole, Root, FederatedUser...: who holds the access key.
+    user_type: str | None = None
     bucket_names: list[str] = Field(default_factory=list)
+    object_keys: list[str] = Field(default_factory=list)  # "bucket/key" of S3 objects
     cluster: str | None = None
+    task_arn: str | None = None
+    workload: str | None = None  # a Kubernetes workload, "namespace/kind/name"
+    namespace: str | None = None
+    kubernetes_user: str | None = None
+    containers: list[Container] = Field(default_factory=list)
     function_name: str | None = None
     db_instance_id: str | None = None
+    db_cluster_id: str | None = None
+    db_shard_group_id: str | None = None
+    db_user: str | None = None
+    volume_arns: list[str] = Field(default_factory=list)
+    snapshot_arn: str | None = None
+    image_arn: str | None = None
+    recovery_point_arn: str | None = None
+    related: list[RelatedResource] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
+
+
+class ApiCall(Model):
+    """An AWS API call a finding is about."""
+
+    service: str | None = None
+    name: str | None = None
+    caller_type: str | None = None
+    user_agent: str | None = None
+    error_code: str | None = None
+    remote_account_id: str | None = None
+
+
+class KubernetesCall(Model):
+    """A Kubernetes API call a finding is about."""
+
+    verb: str | None = None
+    request_uri: str | None = None
+    resource: str | None = None
+    namespace: str | None = None
+    resource_name: str | None = None
+    user_agent: str | None = None
+    status_code: int | None = None
+
+
+class DatabaseLogin(Model):
+    """Login attempts on a database, as RDS Protection counts them."""
+
+    user: str | None = None
+    application: str | None = None
+    failed_attempts: int = 0
+    successful_attempts: int = 0
+
+
+class Process(Model):
+    """A process Runtime Monitoring saw, with the names of its ancestors (parent first)."""
+
+    name: str | None = None
+    executable_path: str | None = None
+    executable_sha256: str | None = None
+    pid: int | None = None
+    user: str | None = None
+    lineage: list[str] = Field(default_factory=list)
+
+
+class Threat(Model):
+    """Malware found by a scan: its name and the files it was found in."""
+
+    name: str
+    severity: str | None = None
+    file_paths: list[str] = Field(default_factory=list)
+    hashes: list[str] = Field(default_factory=list)
+
+
+class Signal(Model):
+    """One signal an attack sequence chains: a finding, an API call or another detection."""
+
+    uid: str | None = None
+    type: str | None = None
+    name: str | None = None
+    description: str | None = None
+    severity: float | None = None
+    count: int | None = None
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+class Activity(Model):
+    """What happened, read from the finding's action, runtime, malware or sequence details."""
+
+    action_type: str | None = None
+    api_call: ApiCall | None = None
+    kubernetes_call: KubernetesCall | None = None
+    database_logins: list[DatabaseLogin] = Field(default_factory=list)
+    process: Process | None = None
+    # Runtime Monitoring's context: the tool, file, module or socket the behaviour involved.
+    runtime_context: dict[str, str] = Field(default_factory=dict)
+    threats: list[Threat] = Field(default_factory=list)
+    scan_id: str | None = None
+    signals: list[Signal] = Field(default_factory=list)
+    sequence: str | None = None  # an attack sequence's description
+    # An attack sequence's own indicators by key: ATTACK_TACTIC, HIGH_RISK_API, MALICIOUS_IP...
+    sequence_indicators: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class Finding(Model):
@@ -114,6 +235,8 @@ class Finding(Model):
     count: int = 1
     resource: Resource
     indicators: list[Indicator] = Field(default_factory=list)
+    activity: Activity = Field(default_factory=Activity)
+    product: str = "GuardDuty"  # the product that found it, as Security Hub names products
     sample: bool = False
     archived: bool = False
 

@@ -17,12 +17,21 @@ from pydantic import TypeAdapter, ValidationError
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import InvalidFindingError
 from cloud_sniper.domain.models import (
+    Activity,
+    ApiCall,
+    Container,
+    DatabaseLogin,
     Direction,
     Finding,
     Indicator,
     IndicatorKind,
     IndicatorRole,
+    KubernetesCall,
+    Process,
+    RelatedResource,
     Resource,
+    Signal,
+    Threat,
     severity_label,
 )
 
@@ -46,6 +55,14 @@ _IRREGULAR_KEYS = {
 _DATA_MAPS = {"affectedResources": 1, "profiles": 2, "behavior": 2}
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_SHA256 = re.compile(r"^[0-9A-Fa-f]{64}$")
+_ACCESS_KEY = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{12,124}$")
+
+# What a connection's direction makes of its remote party.
+_ROLES = {
+    "INBOUND": (IndicatorRole.ATTACKER, Direction.INBOUND),
+    "OUTBOUND": (IndicatorRole.TARGET, Direction.OUTBOUND),
+}
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _TIMESTAMP = TypeAdapter(datetime)
@@ -148,8 +165,9 @@ def normalize(document: Any) -> Finding:
         "first_seen": _optional_timestamp(service, "eventFirstSeen"),
         "last_seen": _optional_timestamp(service, "eventLastSeen"),
         "count": 1 if service.get("count") is None else service["count"],
-        "resource": _resource(finding.get("resource")),
+        "resource": _resource(finding.get("resource"), service),
         "indicators": _indicators(finding, service, additional_info),
+        "activity": _activity(service),
         "sample": _is_true(additional_info.get("sample")),
         "archived": _is_true(service.get("archived")),
     }
@@ -391,7 +409,7 @@ def _invalid_from(error: ValidationError) -> InvalidFindingError:
 # --- resource ---------------------------------------------------------------------------------
 
 
-def _resource(value: Any) -> Resource:
+def _resource(value: Any, service: dict) -> Resource:
     resource = _object(value, "finding.resource")
     kind = resource.get("resourceType")
     if not isinstance(kind, str) or not kind.strip():
@@ -403,10 +421,16 @@ def _resource(value: Any) -> Resource:
     buckets = [_dict(item) for item in _list(resource.get("s3BucketDetails"))]
     eks = _dict(resource.get("eksClusterDetails"))
     ecs = _dict(resource.get("ecsClusterDetails"))
+    task = _dict(ecs.get("taskDetails"))
     function = _dict(resource.get("lambdaDetails"))
     vpc_config = _dict(function.get("vpcConfig"))
     database = _dict(resource.get("rdsDbInstanceDetails"))
-    kubernetes_user = _dict(_dict(resource.get("kubernetesDetails")).get("kubernetesUserDetails"))
+    limitless = _dict(resource.get("rdsLimitlessDbDetails"))
+    kubernetes = _dict(resource.get("kubernetesDetails"))
+    kubernetes_user = _dict(kubernetes.get("kubernetesUserDetails"))
+    workload = _dict(kubernetes.get("kubernetesWorkloadDetails"))
+    volumes = _dict(resource.get("ebsVolumeDetails"))
+    sequence = _dict(_dict(service.get("detection")).get("sequence"))
 
     private_ips = [_str(item.get("privateIpAddress")) for item in interfaces]
     for item in interfaces:
@@ -418,11 +442,36 @@ def _resource(value: Any) -> Resource:
     public_ips = [_str(item.get("publicIp")) for item in interfaces]
     for item in interfaces:
         public_ips += [_str(address) for address in _list(item.get("ipv6Addresses"))]
+    security_groups = [
+        _str(_dict(group).get("groupId"))
+        for item in interfaces + [vpc_config]
+        for group in _list(item.get("securityGroups"))
+    ]
+    objects = [
+        f"{_str(bucket.get('name')) or '?'}/{_str(_dict(item).get('key'))}"
+        for bucket in buckets
+        for item in _list(bucket.get("s3ObjectDetails"))
+        if _str(_dict(item).get("key"))
+    ]
 
-    tag_sources = [instance, eks, ecs, function, database, *buckets]
+    tag_sources = [instance, eks, ecs, task, function, database, limitless, *buckets]
     return Resource(
         kind=kind,
+        arns=_unique(
+            [_str(bucket.get("arn")) for bucket in buckets]
+            + [
+                _str(part.get(name))
+                for part, name in (
+                    (eks, "arn"),
+                    (ecs, "arn"),
+                    (function, "functionArn"),
+                    (database, "dbInstanceArn"),
+                    (limitless, "dbShardGroupArn"),
+                )
+            ]
+        ),
         instance_id=_str(instance.get("instanceId")),
+        instance_profile_arn=_str(_dict(instance.get("iamInstanceProfile")).get("arn")),
         vpc_id=_first(
             *[_str(item.get("vpcId")) for item in interfaces],
             _str(eks.get("vpcId")),
@@ -432,6 +481,7 @@ def _resource(value: Any) -> Resource:
             [_str(item.get("subnetId")) for item in interfaces]
             + [_str(subnet) for subnet in _list(vpc_config.get("subnetIds"))]
         ),
+        security_group_ids=_unique(security_groups),
         public_ips=_unique(public_ips),
         private_ips=_unique(private_ips),
         access_key_id=_str(access_key.get("accessKeyId")),
@@ -440,12 +490,90 @@ def _resource(value: Any) -> Resource:
             _str(access_key.get("principalId")),
             _str(kubernetes_user.get("username")),
         ),
+        principal_id=_str(access_key.get("principalId")),
+        user_type=_str(access_key.get("userType")),
         bucket_names=_unique([_str(bucket.get("name")) for bucket in buckets]),
+        object_keys=_unique(objects),
         cluster=_first(_str(eks.get("name")), _str(ecs.get("name"))),
+        task_arn=_str(task.get("arn")),
+        workload=_workload(workload),
+        namespace=_str(workload.get("namespace")),
+        kubernetes_user=_str(kubernetes_user.get("username")),
+        containers=_containers(resource, workload, task),
         function_name=_str(function.get("functionName")),
         db_instance_id=_str(database.get("dbInstanceIdentifier")),
+        db_cluster_id=_first(
+            _str(database.get("dbClusterIdentifier")), _str(limitless.get("dbClusterIdentifier"))
+        ),
+        db_shard_group_id=_str(limitless.get("dbShardGroupIdentifier")),
+        db_user=_str(_dict(resource.get("rdsDbUserDetails")).get("user")),
+        volume_arns=_unique(
+            [
+                _str(_dict(item).get("volumeArn"))
+                for item in _list(volumes.get("scannedVolumeDetails"))
+            ]
+            + _scanned_volumes(service)
+        ),
+        snapshot_arn=_str(_dict(resource.get("ebsSnapshotDetails")).get("snapshotArn")),
+        image_arn=_str(_dict(resource.get("ec2ImageDetails")).get("imageArn")),
+        recovery_point_arn=_str(
+            _dict(resource.get("recoveryPointDetails")).get("recoveryPointArn")
+        ),
+        related=_related(sequence),
         tags=_tags(tag_sources),
     )
+
+
+def _scanned_volumes(service: dict) -> list[str | None]:
+    """The volumes a malware scan found files on."""
+    detections = _dict(_dict(service.get("ebsVolumeScanDetails")).get("scanDetections"))
+    names = _list(_dict(detections.get("threatDetectedByName")).get("threatNames"))
+    return [
+        _str(_dict(path).get("volumeArn"))
+        for name in names
+        for path in _list(_dict(name).get("filePaths"))
+    ]
+
+
+def _workload(workload: dict) -> str | None:
+    name = _str(workload.get("name"))
+    if not name:
+        return None
+    return "/".join(
+        part for part in (_str(workload.get("namespace")), _str(workload.get("type")), name) if part
+    )
+
+
+def _containers(resource: dict, workload: dict, task: dict) -> list[Container]:
+    found = [_dict(resource.get("containerDetails"))]
+    found += [_dict(item) for item in _list(workload.get("containers"))]
+    found += [_dict(item) for item in _list(task.get("containers"))]
+    containers: dict[tuple, Container] = {}
+    for item in found:
+        container = Container(
+            id=_str(item.get("id")),
+            name=_str(item.get("name")),
+            image=_str(item.get("image")),
+            privileged=_bool(_dict(item.get("securityContext")).get("privileged")),
+        )
+        key = (container.id, container.name, container.image)
+        if any(key):
+            containers.setdefault(key, container)
+    return list(containers.values())
+
+
+def _related(sequence: dict) -> list[RelatedResource]:
+    related = []
+    for item in _list(sequence.get("resources")):
+        entry = _dict(item)
+        uid = _str(entry.get("uid"))
+        if uid:
+            related.append(
+                RelatedResource(
+                    uid=uid, kind=_str(entry.get("resourceType")), name=_str(entry.get("name"))
+                )
+            )
+    return related
 
 
 def _tags(sources: list[dict]) -> dict[str, str]:
@@ -458,6 +586,182 @@ def _tags(sources: list[dict]) -> dict[str, str]:
             if isinstance(key, str) and key and key not in tags:
                 tags[key] = value if isinstance(value, str) else ""
     return tags
+
+
+# --- activity ---------------------------------------------------------------------------------
+
+# Runtime Monitoring context members kept as text: what the behaviour touched or used.
+_RUNTIME_CONTEXT = (
+    "toolName",
+    "toolCategory",
+    "commandLineExample",
+    "scriptPath",
+    "libraryPath",
+    "ldPreloadValue",
+    "socketPath",
+    "runcBinaryPath",
+    "releaseAgentPath",
+    "mountSource",
+    "mountTarget",
+    "fileSystemType",
+    "moduleName",
+    "moduleFilePath",
+    "shellHistoryFilePath",
+    "threatFilePath",
+    "filePath",
+    "fileOperation",
+    "serviceName",
+    "addressFamily",
+)
+
+
+def _activity(service: dict) -> Activity:
+    action = _dict(service.get("action"))
+    runtime = _dict(service.get("runtimeDetails"))
+    context = _dict(runtime.get("context"))
+    sequence = _dict(_dict(service.get("detection")).get("sequence"))
+    scan = _dict(service.get("ebsVolumeScanDetails")) or _dict(service.get("malwareScanDetails"))
+    rds = _dict(action.get("rdsLoginAttemptAction"))
+    logins = _list(rds.get("LoginAttributes")) or _list(rds.get("loginAttributes"))
+
+    return Activity(
+        action_type=_str(action.get("actionType")),
+        api_call=_api_call_activity(_dict(action.get("awsApiCallAction"))),
+        kubernetes_call=_kubernetes_activity(_dict(action.get("kubernetesApiCallAction"))),
+        database_logins=[
+            DatabaseLogin(
+                user=_str(login.get("user")),
+                application=_str(login.get("application")),
+                failed_attempts=_int(login.get("failedLoginAttempts")) or 0,
+                successful_attempts=_int(login.get("successfulLoginAttempts")) or 0,
+            )
+            for login in map(_dict, logins)
+        ],
+        process=_process(_dict(runtime.get("process"))),
+        runtime_context={
+            name: str(context[name])
+            for name in _RUNTIME_CONTEXT
+            if isinstance(context.get(name), str | int) and str(context[name]).strip()
+        },
+        threats=_threats(service),
+        scan_id=_str(scan.get("scanId")),
+        signals=[_signal(_dict(item)) for item in _list(sequence.get("signals"))],
+        sequence=_str(sequence.get("description")),
+        sequence_indicators={
+            key: values
+            for entry in map(_dict, _list(sequence.get("sequenceIndicators")))
+            if (key := _str(entry.get("key")))
+            and (values := _unique(_str(v) for v in _list(entry.get("values"))))
+        },
+    )
+
+
+def _api_call_activity(action: dict) -> ApiCall | None:
+    if not action:
+        return None
+    return ApiCall(
+        service=_str(action.get("serviceName")),
+        name=_str(action.get("api")),
+        caller_type=_str(action.get("callerType")),
+        user_agent=_str(action.get("userAgent")),
+        error_code=_str(action.get("errorCode")),
+        remote_account_id=_str(_dict(action.get("remoteAccountDetails")).get("accountId")),
+    )
+
+
+def _kubernetes_activity(action: dict) -> KubernetesCall | None:
+    if not action:
+        return None
+    return KubernetesCall(
+        verb=_str(action.get("verb")),
+        request_uri=_str(action.get("requestUri")),
+        resource=_str(action.get("resource")),
+        namespace=_str(action.get("namespace")),
+        resource_name=_str(action.get("resourceName")),
+        user_agent=_str(action.get("userAgent")),
+        status_code=_int(action.get("statusCode")),
+    )
+
+
+def _process(process: dict) -> Process | None:
+    if not process:
+        return None
+    return Process(
+        name=_str(process.get("name")),
+        executable_path=_str(process.get("executablePath")),
+        executable_sha256=_str(process.get("executableSha256")),
+        pid=_int(process.get("pid")),
+        user=_str(process.get("user")),
+        lineage=_unique(_str(_dict(item).get("name")) for item in _list(process.get("lineage"))),
+    )
+
+
+def _threats(service: dict) -> list[Threat]:
+    """Malware a scan found: EBS volume scans (EC2) and S3 or backup scans."""
+    threats: list[Threat] = []
+    detections = _dict(_dict(service.get("ebsVolumeScanDetails")).get("scanDetections"))
+    by_name = _dict(detections.get("threatDetectedByName"))
+    for item in map(_dict, _list(by_name.get("threatNames"))):
+        paths = [_dict(path) for path in _list(item.get("filePaths"))]
+        threats.append(
+            Threat(
+                name=_str(item.get("name")) or "unnamed",
+                severity=_str(item.get("severity")),
+                file_paths=_unique(_str(path.get("filePath")) for path in paths),
+                hashes=_unique(_str(path.get("hash")) for path in paths),
+            )
+        )
+    for item in map(_dict, _list(_dict(service.get("malwareScanDetails")).get("threats"))):
+        paths = [_dict(path) for path in _list(item.get("itemPaths"))]
+        details = [_dict(detail) for detail in _list(item.get("itemDetails"))]
+        threats.append(
+            Threat(
+                name=_str(item.get("name")) or "unnamed",
+                file_paths=_unique(
+                    [_str(path.get("nestedItemPath")) for path in paths]
+                    + [_str(detail.get("itemPath")) for detail in details]
+                ),
+                hashes=_unique(
+                    [_str(item.get("hash"))]
+                    + [_str(path.get("hash")) for path in paths]
+                    + [_str(detail.get("hash")) for detail in details]
+                ),
+            )
+        )
+    return threats
+
+
+def _signal(signal: dict) -> Signal:
+    severity = signal.get("severity")
+    return Signal(
+        uid=_str(signal.get("uid")),
+        type=_str(signal.get("type")),
+        name=_str(signal.get("name")),
+        description=_str(signal.get("description")),
+        severity=float(severity)
+        if isinstance(severity, int | float) and not isinstance(severity, bool)
+        else None,
+        count=_int(signal.get("count")),
+        first_seen=_lenient_timestamp(signal.get("firstSeenAt")),
+        last_seen=_lenient_timestamp(signal.get("lastSeenAt")),
+    )
+
+
+def _lenient_timestamp(value: Any) -> datetime | None:
+    """A timestamp of secondary detail: unreadable is unknown, never a rejected finding."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        # Epoch seconds or, as the sequence signals write them, milliseconds.
+        seconds = value / 1000 if value > 1e11 else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    try:
+        return _timestamp(value, "")
+    except InvalidFindingError:
+        return None
 
 
 # --- indicators -------------------------------------------------------------------------------
@@ -475,6 +779,8 @@ def _indicators(finding: dict, service: dict, additional_info: dict) -> list[Ind
     found += _api_call(_dict(action.get("awsApiCallAction")), resource)
     found += _kubernetes_api_call(_dict(action.get("kubernetesApiCallAction")))
     found += _attackers(_dict(_dict(action.get("rdsLoginAttemptAction")).get("remoteIpDetails")))
+    found += _sequence_indicators(_dict(_dict(service.get("detection")).get("sequence")))
+    found += [Indicator(kind=IndicatorKind.FILE_HASH, value=value) for value in _hashes(service)]
 
     unique: dict[tuple[IndicatorKind, str, IndicatorRole], Indicator] = {}
     for indicator in found:
@@ -485,14 +791,60 @@ def _indicators(finding: dict, service: dict, additional_info: dict) -> list[Ind
     return list(unique.values())
 
 
+def _hashes(service: dict) -> list[str]:
+    """The SHA-256 hashes of files and executables the finding names: runtime, malware, evidence."""
+    runtime = _dict(service.get("runtimeDetails"))
+    context = _dict(runtime.get("context"))
+    found = [_str(_dict(runtime.get("process")).get("executableSha256"))]
+    for name in ("modifyingProcess", "targetProcess"):
+        found.append(_str(_dict(context.get(name)).get("executableSha256")))
+    found.append(_str(context.get("moduleSha256")))
+    for detail in _list(_dict(service.get("evidence")).get("threatIntelligenceDetails")):
+        found.append(_str(_dict(detail).get("threatFileSha256")))
+    found += [hash_ for threat in _threats(service) for hash_ in threat.hashes]
+    for actor in _list(_dict(_dict(service.get("detection")).get("sequence")).get("actors")):
+        found.append(_str(_dict(_dict(actor).get("process")).get("sha256")))
+    return _unique(value.lower() for value in found if value and _SHA256.match(value))
+
+
+def _sequence_indicators(sequence: dict) -> list[Indicator]:
+    """The endpoints and actors an attack sequence names."""
+    found: list[Indicator] = []
+    for item in _list(sequence.get("endpoints")):
+        endpoint = _dict(item)
+        direction = str(_dict(endpoint.get("connection")).get("direction") or "").upper()
+        role, flow = _ROLES.get(direction, (IndicatorRole.OBSERVED, Direction.UNKNOWN))
+        address = _address(endpoint.get("ip"))
+        if address:
+            port = endpoint.get("port")
+            found.append(
+                Indicator(
+                    kind=address[0],
+                    value=address[1],
+                    role=role,
+                    direction=flow,
+                    remote_port=port if _is_port(port) else None,
+                )
+            )
+        domain = _str(endpoint.get("domain"))
+        if domain:
+            found.append(Indicator(kind=IndicatorKind.DOMAIN, value=domain.rstrip(".").lower()))
+    for item in _list(sequence.get("actors")):
+        user = _dict(_dict(item).get("user"))
+        credential = _str(user.get("credentialUid"))
+        if credential and _ACCESS_KEY.match(credential):
+            found.append(Indicator(kind=IndicatorKind.ACCESS_KEY, value=credential))
+        name = _str(user.get("name"))
+        if name:
+            found.append(Indicator(kind=IndicatorKind.PRINCIPAL, value=name))
+    return found
+
+
 def _network_connection(action: dict) -> list[Indicator]:
     if not action:
         return []
     direction = str(action.get("connectionDirection") or "").upper()
-    role, flow = {
-        "INBOUND": (IndicatorRole.ATTACKER, Direction.INBOUND),
-        "OUTBOUND": (IndicatorRole.TARGET, Direction.OUTBOUND),
-    }.get(direction, (IndicatorRole.OBSERVED, Direction.UNKNOWN))
+    role, flow = _ROLES.get(direction, (IndicatorRole.OBSERVED, Direction.UNKNOWN))
     return [
         Indicator(
             kind=kind,
@@ -548,6 +900,9 @@ def _api_call(action: dict, resource: dict) -> list[Indicator]:
     if not action:
         return []
     found = _attackers(_dict(action.get("remoteIpDetails")))
+    caller_domain = _str(_dict(action.get("domainDetails")).get("domain"))
+    if caller_domain:
+        found.append(Indicator(kind=IndicatorKind.DOMAIN, value=caller_domain.rstrip(".").lower()))
     access_key = _dict(resource.get("accessKeyDetails"))
     key_id = _str(access_key.get("accessKeyId"))
     if key_id:
@@ -600,9 +955,11 @@ def _address(raw: Any) -> tuple[IndicatorKind, str] | None:
 
 def _port(details: Any) -> int | None:
     port = _dict(details).get("port")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        return None
-    return port
+    return port if _is_port(port) else None
+
+
+def _is_port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
 
 
 def _threat_lists(service: dict, additional_info: dict) -> list[str]:
@@ -636,6 +993,14 @@ def _str(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     return value.strip() or None
+
+
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _first(*values: str | None) -> str | None:
