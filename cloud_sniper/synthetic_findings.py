@@ -2,8 +2,9 @@
 
 Used by the tests (one finding per documented type and resource type), the benchmarks and
 policy trials. Each finding carries the action, runtime, malware or sequence details that the
-type's data source produces, with documentation addresses (RFC 5737, RFC 3849) as the remote
-parties, so nothing generated here is a real host.
+type's data source produces. The remote parties are public addresses (a documentation address
+would be refused by the safety rules, and the policy could not be seen at work); the domain is
+under .example, which never resolves.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ REGION = "us-east-1"
 VPC_ID = "vpc-0a1b2c3d4e5f60718"
 SUBNET_ID = "subnet-0a1b2c3d4e5f60719"
 INSTANCE_ID = "i-0a1b2c3d4e5f6071a"
-ATTACKER_IPV4 = "198.51.100.23"
-TARGET_IPV4 = "203.0.113.77"
-ATTACKER_IPV6 = "2001:db8:5::23"
+ATTACKER_IPV4 = "45.155.205.99"
+TARGET_IPV4 = "91.92.109.14"
+ATTACKER_IPV6 = "2a06:4880:1000::99"
 C2_DOMAIN = "c2.malicious.example"
 ACCESS_KEY_ID = "ASIAZ2EXAMPLE7QWERTY"
 USER_ACCESS_KEY_ID = "AKIAZ2EXAMPLE7ASDFGH"

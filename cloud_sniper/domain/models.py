@@ -274,8 +274,12 @@ class Mode(StrEnum):
 
 
 class ActionKind(StrEnum):
-    WAF_BLOCK = "waf_block"
-    NACL_BLOCK = "nacl_block"
+    WAF_BLOCK = "waf_block"  # the attacker's address in the WAF IP sets
+    NACL_BLOCK = "nacl_block"  # an inbound deny of the attacker in the subnets' network ACLs
+    C2_BLOCK = "c2_block"  # cut the C2 address outbound and its domain in DNS Firewall
+    ISOLATE_INSTANCE = "isolate_instance"  # quarantine security group, forensic snapshots
+    REVOKE_CREDENTIALS = "revoke_credentials"  # deactivate the key or revoke the role's sessions
+    BLOCK_PUBLIC_ACCESS = "block_public_access"  # restore the bucket's public access block
 
 
 class PlannedAction(Model):
@@ -296,12 +300,21 @@ class Refusal(Model):
     reason: str
 
 
+class Priority(StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
 class Decision(Model):
     mode: Mode
     reason: str
     rule: str | None = None
+    priority: Priority = Priority.NORMAL
     actions: list[PlannedAction] = Field(default_factory=list)
     refusals: list[Refusal] = Field(default_factory=list)
+    # Planned by the policy but not yet available in this version: reported, never run.
+    unavailable: list[PlannedAction] = Field(default_factory=list)
     approval_timeout_seconds: int | None = None
 
 

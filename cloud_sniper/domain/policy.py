@@ -27,13 +27,19 @@ from cloud_sniper.domain.models import (
     Enrichment,
     Finding,
     Indicator,
+    IndicatorKind,
     Mode,
     Model,
     PlannedAction,
+    Priority,
     Refusal,
 )
 
 NO_RULE_REASON = "no policy rule matched"
+
+# The actions this version can carry out; the others are planned, reported and never run.
+AVAILABLE_ACTIONS = frozenset({ActionKind.WAF_BLOCK, ActionKind.NACL_BLOCK})
+NOT_YET_AVAILABLE = "not yet available in this version of Cloud Sniper"
 
 MINUTE = 60
 HOUR = 60 * MINUTE
@@ -106,6 +112,8 @@ class Match(Model):
     resource_kinds: list[str] | None = None
     resource_tags: dict[str, str] = Field(default_factory=dict)
     directions: list[Direction] | None = None
+    # The product that found it, as Security Hub names products: GuardDuty, Inspector, Macie...
+    products: list[Annotated[str, Field(min_length=1)]] | None = None
 
     @model_validator(mode="after")
     def _severity_range(self) -> Match:
@@ -122,6 +130,7 @@ class Rule(Model):
     description: str = ""
     match: Match = Field(default_factory=Match)
     mode: Mode
+    priority: Priority = Priority.NORMAL
     actions: list[ActionKind] = Field(default_factory=list)
     block_ttl: BlockTtl | None = None
     approval_timeout: ApprovalTimeout | None = None
@@ -188,6 +197,10 @@ def matches(match: Match, finding: Finding) -> bool:
     tags = finding.resource.tags
     if any(tags.get(key) != value for key, value in match.resource_tags.items()):
         return False
+    if match.products is not None and not any(
+        fnmatchcase(finding.product, pattern) for pattern in match.products
+    ):
+        return False
     return match.directions is None or bool(set(match.directions) & finding_directions(finding))
 
 
@@ -207,37 +220,44 @@ def evaluate(
         return Decision(mode=Mode.NOTIFY, reason=NO_RULE_REASON)
     reason = _matched(rule, enrichment)
     if rule.mode in (Mode.NOTIFY, Mode.IGNORE):
-        return Decision(mode=rule.mode, reason=reason, rule=rule.name)
+        return Decision(mode=rule.mode, reason=reason, rule=rule.name, priority=rule.priority)
 
     exempt = safety.refuse_resource(finding.resource)
     if exempt:
         refusals = [
             Refusal(target=target, kind=kind.value, reason=exempt)
-            for target in _targets(finding.addresses())
             for kind in rule.actions
+            for target in _candidates(kind, finding)
         ]
         return Decision(
             mode=Mode.NOTIFY,
             reason=f"{exempt}: rule {rule.name!r} asks for {rule.mode}, no action taken",
             rule=rule.name,
+            priority=rule.priority,
             refusals=refusals,
         )
 
-    actions, refusals = _plan(policy, rule, finding, set(estate_addresses))
+    planned, refusals = _plan(policy, rule, finding, set(estate_addresses))
+    actions = [action for action in planned if action.kind in AVAILABLE_ACTIONS]
+    unavailable = [action for action in planned if action.kind not in AVAILABLE_ACTIONS]
     if not actions:
         return Decision(
             mode=Mode.NOTIFY,
-            reason=_nothing_to_act_on(rule, refusals),
+            reason=_nothing_to_act_on(rule, refusals, unavailable),
             rule=rule.name,
+            priority=rule.priority,
             refusals=refusals,
+            unavailable=unavailable,
         )
     timeout = rule.approval_timeout or policy.defaults.approval_timeout
     return Decision(
         mode=rule.mode,
         reason=reason,
         rule=rule.name,
+        priority=rule.priority,
         actions=actions,
         refusals=refusals,
+        unavailable=unavailable,
         approval_timeout_seconds=timeout if rule.mode == Mode.APPROVAL else None,
     )
 
@@ -250,10 +270,11 @@ def _plan(
     actions: list[PlannedAction] = []
     refusals: list[Refusal] = []
 
-    for target, indicators in _targets(finding.addresses()).items():
-        refused = _refuse_target(indicators, allowlist, estate_addresses, finding)
-        for kind in rule.actions:
-            reason = refused or _refuse_kind(kind, finding)
+    for kind in rule.actions:
+        for target, indicators in _candidates(kind, finding).items():
+            reason = _refuse_kind(kind, finding) or _refuse_target(
+                kind, indicators, allowlist, estate_addresses, finding
+            )
             if reason:
                 refusals.append(Refusal(target=target, kind=kind.value, reason=reason))
                 continue
@@ -262,23 +283,51 @@ def _plan(
                 kind=kind,
                 target=target,
                 params=_params(kind, target, finding),
-                ttl_seconds=ttl,
+                ttl_seconds=ttl if kind in _EXPIRING else None,
             )
             actions.append(action)
+    # Grouped by target, as a person reads a plan: every action on one address together, in the
+    # rule's order of actions, targets in the order the finding names them.
+    order = {target: n for n, target in enumerate(dict.fromkeys(a.target for a in actions))}
+    actions.sort(key=lambda action: order[action.target])
     return actions, refusals
 
 
+# Blocks expire; isolation and revocation end only by an explicit release or undo.
+_EXPIRING = frozenset({ActionKind.WAF_BLOCK, ActionKind.NACL_BLOCK, ActionKind.C2_BLOCK})
+
+
+def _candidates(kind: ActionKind, finding: Finding) -> dict[str, list[Indicator]]:
+    """What an action of this kind would act on, by target, with the indicators naming it."""
+    resource = finding.resource
+    if kind in (ActionKind.WAF_BLOCK, ActionKind.NACL_BLOCK):
+        return _targets(finding.addresses())
+    if kind == ActionKind.C2_BLOCK:
+        destinations = [
+            indicator
+            for indicator in finding.indicators
+            if indicator.is_address or indicator.kind == IndicatorKind.DOMAIN
+        ]
+        return _targets(destinations)
+    if kind == ActionKind.ISOLATE_INSTANCE:
+        return {resource.instance_id: []} if resource.instance_id else {}
+    if kind == ActionKind.REVOKE_CREDENTIALS:
+        return {resource.access_key_id: []} if resource.access_key_id else {}
+    return {name: [] for name in resource.bucket_names}
+
+
 def _targets(indicators: list[Indicator]) -> dict[str, list[Indicator]]:
-    """Group address indicators by the CIDR they would be blocked as, in order of appearance."""
+    """Group indicators by what they would be blocked as (a CIDR, a domain), in order."""
     grouped: dict[str, list[Indicator]] = {}
     for indicator in indicators:
-        address = safety.parse_address(indicator.value)
+        address = safety.parse_address(indicator.value) if indicator.is_address else None
         target = safety.as_cidr(address) if address is not None else indicator.value
         grouped.setdefault(target, []).append(indicator)
     return grouped
 
 
 def _refuse_target(
+    kind: ActionKind,
     indicators: list[Indicator],
     allowlist: list[safety.IPNetwork],
     estate_addresses: set[str],
@@ -287,12 +336,22 @@ def _refuse_target(
     # An address named twice is refused if any mention refuses it: an address the resource
     # both received traffic from and reached out to may be a victim.
     for indicator in indicators:
-        reason = safety.refuse_address(
-            indicator,
-            allowlist=allowlist,
-            estate_addresses=estate_addresses,
-            resource=finding.resource,
-        )
+        if kind == ActionKind.C2_BLOCK:
+            reason = safety.refuse_c2_target(indicator, finding)
+            if not reason and indicator.is_address:
+                reason = safety.refuse_blocking(
+                    indicator,
+                    allowlist=allowlist,
+                    estate_addresses=estate_addresses,
+                    resource=finding.resource,
+                )
+        else:
+            reason = safety.refuse_address(
+                indicator,
+                allowlist=allowlist,
+                estate_addresses=estate_addresses,
+                resource=finding.resource,
+            )
         if reason:
             return reason
     return None
@@ -302,18 +361,26 @@ def _refuse_kind(kind: ActionKind, finding: Finding) -> str | None:
     resource = finding.resource
     if kind == ActionKind.NACL_BLOCK and not (resource.vpc_id and resource.subnet_ids):
         return "the affected resource names no VPC and subnet for a network ACL"
+    if kind == ActionKind.REVOKE_CREDENTIALS:
+        return safety.refuse_credentials(resource)
     return None
 
 
 def _params(kind: ActionKind, target: str, finding: Finding) -> dict[str, Any]:
+    resource = finding.resource
     if kind == ActionKind.WAF_BLOCK:
         return {"ip_version": ipaddress.ip_network(target).version}
-    resource = finding.resource
-    return {
-        "subnet_ids": list(dict.fromkeys(resource.subnet_ids)),
-        "vpc_id": resource.vpc_id,
-        "direction": Direction.INBOUND.value,
-    }
+    if kind == ActionKind.NACL_BLOCK:
+        return {
+            "subnet_ids": list(dict.fromkeys(resource.subnet_ids)),
+            "vpc_id": resource.vpc_id,
+            "direction": Direction.INBOUND.value,
+        }
+    if kind == ActionKind.C2_BLOCK:
+        return {"vpc_id": resource.vpc_id, "subnet_ids": list(resource.subnet_ids)}
+    if kind == ActionKind.REVOKE_CREDENTIALS:
+        return {"principal": resource.principal, "user_type": resource.user_type}
+    return {}
 
 
 def _matched(rule: Rule, enrichment: Enrichment) -> str:
@@ -326,12 +393,18 @@ def _matched(rule: Rule, enrichment: Enrichment) -> str:
     return reason
 
 
-def _nothing_to_act_on(rule: Rule, refusals: list[Refusal]) -> str:
+def _nothing_to_act_on(
+    rule: Rule, refusals: list[Refusal], unavailable: list[PlannedAction]
+) -> str:
     asked = f"rule {rule.name!r} asks for {rule.mode}"
+    reasons = "; ".join(dict.fromkeys(f"{r.target} ({r.kind}): {r.reason}" for r in refusals))
+    if unavailable:
+        planned = ", ".join(f"{action.kind.value} {action.target}" for action in unavailable)
+        text = f"{asked}; planned {planned}: {NOT_YET_AVAILABLE}"
+        return f"{text}; refused {reasons}" if refusals else text
     if not refusals:
-        return f"{asked} but the finding names no address to act on"
-    reasons = dict.fromkeys(f"{r.target} ({r.kind}): {r.reason}" for r in refusals)
-    return f"{asked} but every action was refused: " + "; ".join(reasons)
+        return f"{asked} but the finding names nothing to act on"
+    return f"{asked} but every action was refused: {reasons}"
 
 
 def parse_policy(document: Any, source: str = "policy") -> Policy:

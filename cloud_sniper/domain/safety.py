@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from fnmatch import fnmatchcase
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from cloud_sniper.domain import naming
@@ -14,6 +15,24 @@ IPNetwork = IPv4Network | IPv6Network
 
 SAMPLE_REASON = "GuardDuty sample finding: never acted on"
 ARCHIVED_REASON = "archived finding: never acted on"
+ROOT_REASON = "root credentials: a person acts on them, never Cloud Sniper"
+
+# Finding types whose outbound remote is the attacker's infrastructure (command and control, a
+# mining pool, a drop point, a threat-listed host, a Tor entry), not a victim of the resource.
+# The remote of any other outbound finding (spam, floods, scans, brute force sent by the
+# resource) may be a victim and is never blocked.
+C2_TYPE_PATTERNS = (
+    "Backdoor:*/C&CActivity*",
+    "CryptoCurrency:*",
+    "Trojan:*",
+    "Impact:*/BitcoinDomainRequest*",
+    "Impact:*/MaliciousDomainRequest*",
+    "Impact:*/CryptoMinerExecuted",
+    "UnauthorizedAccess:*/MaliciousIPCaller*",
+    "UnauthorizedAccess:*/TorClient",
+    "UnauthorizedAccess:*/MetadataDNSRebind",
+    "Backdoor:*/Beaconing*",
+)
 
 # The special-purpose blocks of the IANA registries, written out rather than read from
 # ipaddress's is_private / is_global, whose answers changed between Python patch releases
@@ -98,6 +117,30 @@ def refuse_role(indicator: Indicator) -> str | None:
     return None
 
 
+def is_c2_type(finding_type: str) -> bool:
+    """Tell whether the finding type names its outbound remote as attacker infrastructure."""
+    return any(fnmatchcase(finding_type, pattern) for pattern in C2_TYPE_PATTERNS)
+
+
+def refuse_c2_target(indicator: Indicator, finding: Finding) -> str | None:
+    """Say why this indicator is not command-and-control infrastructure to cut, or None."""
+    if not is_c2_type(finding.type):
+        return (
+            f"{finding.type} does not name its remote as command and control: "
+            "an outbound remote may be the resource's victim"
+        )
+    if indicator.is_address and indicator.direction == Direction.INBOUND:
+        return "an inbound attacker, not a destination the resource reaches out to"
+    return None
+
+
+def refuse_credentials(resource: Resource) -> str | None:
+    """Say why the finding's credentials must not be revoked automatically, or None."""
+    if resource.user_type == "Root" or (resource.principal or "").lower() == "root":
+        return ROOT_REASON
+    return None
+
+
 def refuse_special(address: IPAddress) -> str | None:
     """Say why this address is not a public unicast address anyone could attack from, or None."""
     for network, label in _SPECIAL:
@@ -138,13 +181,25 @@ def refuse_address(
     resource: Resource,
 ) -> str | None:
     """Say why the address this indicator names must not be blocked, or None: the first rule."""
+    return refuse_role(indicator) or refuse_blocking(
+        indicator, allowlist=allowlist, estate_addresses=estate_addresses, resource=resource
+    )
+
+
+def refuse_blocking(
+    indicator: Indicator,
+    *,
+    allowlist: Iterable[IPNetwork],
+    estate_addresses: Iterable[str],
+    resource: Resource,
+) -> str | None:
+    """Say why this address must not be blocked in any direction, or None: the first rule."""
     address = parse_address(indicator.value)
     if address is None:
         return "not an IP address"
     # The most specific reason first: "our own NAT gateway" says more than "reserved address".
     return (
-        refuse_role(indicator)
-        or refuse_estate(address, estate_addresses)
+        refuse_estate(address, estate_addresses)
         or refuse_resource_address(address, resource)
         or refuse_allowlisted(address, allowlist)
         or refuse_special(address)

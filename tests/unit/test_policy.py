@@ -271,7 +271,7 @@ def test_a_json_policy_is_read_without_pyyaml(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "yaml", None)
 
     # When the JSON is loaded, then it is the default policy
-    assert load_policy(built).rules[0].name == "brute-force-inbound"
+    assert load_policy(built).rules[1].name == "brute-force-inbound"
 
 
 def test_the_default_policy_survives_its_build_as_json(tmp_path):
@@ -527,9 +527,7 @@ def test_a_finding_naming_no_address_is_notified():
     # When it is evaluated, then it is notified: nothing to block
     decision = decide(policy(BLOCK), dns)
     assert decision.mode == Mode.NOTIFY
-    assert (
-        decision.reason == "rule 'block' asks for auto but the finding names no address to act on"
-    )
+    assert decision.reason == "rule 'block' asks for auto but the finding names nothing to act on"
 
 
 def test_an_exempt_resource_is_notified_with_the_blocks_refused():
@@ -583,73 +581,123 @@ def default_policy() -> Policy:
     return load_policy(DEFAULT_POLICY)
 
 
+OUT = address(role=IndicatorRole.TARGET, direction=Direction.OUTBOUND)
+ACCESS_KEY = {
+    "kind": "AccessKey",
+    "access_key_id": "ASIAZ2EXAMPLE7QWERTY",
+    "user_type": "AssumedRole",
+}
+
+
 @pytest.mark.parametrize(
-    ("finding_type", "severity", "indicator", "mode", "rule"),
+    ("finding_type", "severity", "indicator", "resource", "mode", "rule"),
     [
-        ("UnauthorizedAccess:EC2/SSHBruteForce", 2.0, address(), Mode.AUTO, "brute-force-inbound"),
-        ("UnauthorizedAccess:EC2/RDPBruteForce", 5.0, address(), Mode.AUTO, "brute-force-inbound"),
+        (
+            "UnauthorizedAccess:EC2/SSHBruteForce",
+            2.0,
+            address(),
+            None,
+            "auto",
+            "brute-force-inbound",
+        ),
+        (
+            "UnauthorizedAccess:EC2/RDPBruteForce",
+            5.0,
+            address(),
+            None,
+            "auto",
+            "brute-force-inbound",
+        ),
         (
             "UnauthorizedAccess:EC2/SSHBruteForce",
             8.0,
-            address(role=IndicatorRole.TARGET, direction=Direction.OUTBOUND),
-            Mode.NOTIFY,
-            "brute-force-outbound",
+            OUT,
+            None,
+            "notify",
+            "instance-attacks-others",
         ),
-        ("Recon:EC2/PortProbeUnprotectedPort", 5.0, address(), Mode.AUTO, "port-probe"),
-        ("Recon:EC2/PortProbeUnprotectedPort", 2.0, address(), Mode.IGNORE, "recon-low"),
+        ("Recon:EC2/PortProbeUnprotectedPort", 5.0, address(), None, "auto", "port-probe"),
+        ("Recon:EC2/PortProbeUnprotectedPort", 2.0, address(), None, "ignore", "recon-low"),
         (
             "UnauthorizedAccess:EC2/MaliciousIPCaller.Custom",
             5.0,
             address(),
-            Mode.APPROVAL,
-            "malicious-ip-caller-inbound",
+            None,
+            "approval",
+            "custom-threat-list-inbound",
         ),
         (
             "UnauthorizedAccess:EC2/MaliciousIPCaller.Custom",
             5.0,
-            address(role=IndicatorRole.TARGET, direction=Direction.OUTBOUND),
-            Mode.NOTIFY,
-            "compromised-instance-outbound",
+            OUT,
+            None,
+            "notify",
+            "compromised-workload-c2",
         ),
-        (
-            "Backdoor:EC2/C&CActivity.B",
-            8.0,
-            address(role=IndicatorRole.TARGET, direction=Direction.OUTBOUND),
-            Mode.NOTIFY,
-            "compromised-instance-outbound",
-        ),
+        ("Backdoor:EC2/C&CActivity.B", 8.0, OUT, None, "notify", "compromised-workload-c2"),
         (
             "CryptoCurrency:EC2/BitcoinTool.B!DNS",
             8.0,
             address(role=IndicatorRole.OBSERVED, direction=Direction.OUTBOUND),
-            Mode.NOTIFY,
-            "compromised-instance-outbound",
+            None,
+            "notify",
+            "compromised-workload-c2",
         ),
         (
             "UnauthorizedAccess:IAMUser/InstanceCredentialExfiltration.OutsideAWS",
             8.0,
             address(),
-            Mode.NOTIFY,
-            "credential-exfiltration",
+            ACCESS_KEY,
+            "notify",
+            "compromised-credentials",
         ),
-        ("Discovery:S3/MaliciousIPCaller", 5.0, address(), Mode.NOTIFY, "control-plane"),
-        ("Recon:IAMUser/MaliciousIPCaller", 5.0, address(), Mode.NOTIFY, "control-plane"),
-        ("Discovery:Kubernetes/TorIPCaller", 5.0, address(), Mode.NOTIFY, "control-plane"),
-        ("Execution:Runtime/ReverseShell", 8.0, address(), Mode.NOTIFY, "catch-all"),
-        ("Made:Up/NeverSeenBefore", 5.0, address(), Mode.NOTIFY, "catch-all"),
+        (
+            "Discovery:S3/MaliciousIPCaller",
+            5.0,
+            address(),
+            None,
+            "auto",
+            "api-from-malicious-address",
+        ),
+        (
+            "Recon:IAMUser/MaliciousIPCaller",
+            5.0,
+            address(),
+            None,
+            "auto",
+            "api-from-malicious-address",
+        ),
+        (
+            "Discovery:Kubernetes/TorIPCaller",
+            5.0,
+            address(),
+            None,
+            "auto",
+            "api-from-malicious-address",
+        ),
+        ("Execution:Runtime/ReverseShell", 8.0, address(), None, "notify", "malware-on-instance"),
+        (
+            "Stealth:IAMUser/CloudTrailLoggingDisabled",
+            2.0,
+            address(),
+            ACCESS_KEY,
+            "notify",
+            "high-priority-notify",
+        ),
+        ("Made:Up/NeverSeenBefore", 5.0, address(), None, "notify", "catch-all"),
     ],
 )
 def test_the_default_policy_decides_the_usual_findings(
-    default_policy, finding_type, severity, indicator, mode, rule
+    default_policy, finding_type, severity, indicator, resource, mode, rule
 ):
     # Given a finding of a common type
-    common = finding(type=finding_type, severity=severity, indicators=[indicator])
+    common = finding(resource, type=finding_type, severity=severity, indicators=[indicator])
 
     # When the default policy evaluates it
     decision = decide(default_policy, common)
 
     # Then the intended rule decides, in the intended mode
-    assert (decision.rule, decision.mode) == (rule, mode)
+    assert (decision.rule, decision.mode) == (rule, Mode(mode))
 
 
 def test_the_default_policy_blocks_an_inbound_brute_force_for_a_day(default_policy):
@@ -666,3 +714,116 @@ def test_the_default_policy_waits_an_hour_for_an_approval(default_policy):
     caller = finding(type="UnauthorizedAccess:EC2/MaliciousIPCaller.Custom")
 
     assert decide(default_policy, caller).approval_timeout_seconds == 3600
+
+
+# --- actions beyond blocks: planned, reported, not yet carried out ---------------------------
+
+C2 = {"name": "c2", "mode": "approval", "actions": ["isolate_instance", "c2_block"]}
+DOMAIN = Indicator(kind=IndicatorKind.DOMAIN, value="c2.malicious.example")
+
+
+def test_a_c2_finding_plans_isolation_and_the_c2_cut_as_not_yet_available():
+    # Given a rule isolating the instance and cutting its C2, and a C&C finding naming the
+    # remote address it reached and the domain it resolved
+    c2 = finding(type="Backdoor:EC2/C&CActivity.B", indicators=[OUT, DOMAIN])
+
+    # When it is evaluated
+    decision = decide(policy(C2), c2)
+
+    # Then the instance, the address and the domain are planned, none runnable yet: notified,
+    # with the plan kept and said in the reason
+    assert decision.mode == Mode.NOTIFY
+    assert decision.actions == []
+    assert [(a.kind, a.target) for a in decision.unavailable] == [
+        (ActionKind.ISOLATE_INSTANCE, "i-0abc1234def567890"),
+        (ActionKind.C2_BLOCK, f"{ATTACKER}/32"),
+        (ActionKind.C2_BLOCK, "c2.malicious.example"),
+    ]
+    assert "not yet available" in decision.reason
+    # Isolation ends by a release, never by expiry; the C2 cut expires as any block does
+    assert [a.ttl_seconds is None for a in decision.unavailable] == [True, False, False]
+
+
+def test_the_c2_cut_never_blocks_the_victim_of_an_instance_that_attacks():
+    # Given a rule asking to cut the remote of a spam finding: the remote is the spam's victim
+    spam = finding(type="Backdoor:EC2/Spambot", indicators=[OUT])
+
+    # When it is evaluated
+    decision = decide(policy({**C2, "actions": ["c2_block"]}), spam)
+
+    # Then the remote is refused as a possible victim
+    assert decision.mode == Mode.NOTIFY
+    (refusal,) = decision.refusals
+    assert refusal.target == f"{ATTACKER}/32"
+    assert "victim" in refusal.reason
+
+
+def test_the_c2_cut_still_refuses_the_estate_and_private_addresses():
+    private = address("10.1.2.3", role=IndicatorRole.TARGET, direction=Direction.OUTBOUND)
+    c2 = finding(type="Trojan:EC2/DropPoint", indicators=[private, OUT])
+
+    decision = decide(policy({**C2, "actions": ["c2_block"]}), c2, estate=[ATTACKER])
+
+    assert {r.target: r.reason for r in decision.refusals} == {
+        "10.1.2.3/32": "private address (RFC 1918)",
+        f"{ATTACKER}/32": "one of the estate's own public addresses (Elastic IP or NAT gateway)",
+    }
+
+
+def test_root_credentials_are_never_revoked():
+    # Given a rule revoking credentials and a finding about the root user's key
+    root = finding(
+        {"kind": "AccessKey", "access_key_id": "AKIAROOTROOTROOT1234", "user_type": "Root"},
+        type="Policy:IAMUser/RootCredentialUsage",
+    )
+    revoke = {"name": "revoke", "mode": "approval", "actions": ["revoke_credentials"]}
+
+    # When it is evaluated, then the revocation is refused and a person is told
+    decision = decide(policy(revoke), root)
+    assert decision.mode == Mode.NOTIFY
+    assert [r.reason for r in decision.refusals] == [
+        "root credentials: a person acts on them, never Cloud Sniper"
+    ]
+
+
+def test_a_public_bucket_plans_one_action_per_bucket():
+    buckets = finding(
+        {"kind": "S3Bucket", "bucket_names": ["exports", "archive"]},
+        type="Policy:S3/BucketPublicAccessGranted",
+    )
+    close = {"name": "close", "mode": "approval", "actions": ["block_public_access"]}
+
+    decision = decide(policy(close), buckets)
+
+    assert [(a.kind, a.target) for a in decision.unavailable] == [
+        (ActionKind.BLOCK_PUBLIC_ACCESS, "exports"),
+        (ActionKind.BLOCK_PUBLIC_ACCESS, "archive"),
+    ]
+
+
+def test_a_rule_mixing_blocks_and_later_actions_runs_the_blocks():
+    # Given an auto rule blocking the attacker and isolating the instance
+    mixed = {"name": "mixed", "mode": "auto", "actions": ["waf_block", "isolate_instance"]}
+
+    # When an inbound finding is evaluated
+    decision = decide(policy(mixed), finding())
+
+    # Then the block runs, the isolation is reported as planned, and the mode stands
+    assert decision.mode == Mode.AUTO
+    assert [a.kind for a in decision.actions] == [ActionKind.WAF_BLOCK]
+    assert [a.kind for a in decision.unavailable] == [ActionKind.ISOLATE_INSTANCE]
+
+
+def test_a_rule_can_match_the_product_that_found_it():
+    inspector = {"name": "inspector", "match": {"products": ["Inspector"]}, "mode": "notify"}
+    rules = policy(inspector, {"name": "rest", "mode": "ignore"})
+
+    assert decide(rules, finding(product="Inspector")).rule == "inspector"
+    assert decide(rules, finding()).rule == "rest"
+
+
+def test_a_rule_sets_the_priority_of_its_decision():
+    loud = {"name": "loud", "mode": "notify", "priority": "high"}
+
+    assert decide(policy(loud), finding()).priority == "high"
+    assert decide(policy({"name": "quiet", "mode": "notify"}), finding()).priority == "normal"
