@@ -6,11 +6,16 @@ import re
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from cloud_sniper.domain.models import Model
+from cloud_sniper.domain.models import (
+    TACTIC_ID,
+    TECHNIQUE_ID,
+    AttackMapping,
+    AttackTactic,
+    AttackTechnique,
+)
 
 # The Lambda bundles keep cloud_sniper/domain next to cloud_sniper/data, as the source tree does.
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -20,8 +25,6 @@ VERSION_FILE = "attack-mapping.md"
 
 MAPPING_HEADER = ("type", "tactics", "techniques", "reason")
 NAMES_HEADER = ("id", "name")
-TACTIC_ID = r"^TA\d{4}$"
-TECHNIQUE_ID = r"^T\d{4}(\.\d{3})?$"
 _TACTIC = re.compile(TACTIC_ID)
 _TECHNIQUE = re.compile(TECHNIQUE_ID)
 _VERSION_LINE = re.compile(r"^ATT&CK Enterprise version: (\d+(?:\.\d+)*)$", re.MULTILINE)
@@ -29,36 +32,6 @@ _VERSION_LINE = re.compile(r"^ATT&CK Enterprise version: (\d+(?:\.\d+)*)$", re.M
 
 class AttackDataError(ValueError):
     """A shipped ATT&CK data file is malformed; the message names the file, line and reason."""
-
-
-class AttackTactic(Model):
-    """An ATT&CK tactic, such as TA0006 Credential Access."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: Annotated[str, Field(pattern=TACTIC_ID)]
-    name: Annotated[str, Field(min_length=1)]
-
-
-class AttackTechnique(Model):
-    """An ATT&CK technique or sub-technique, such as T1110.001 Password Guessing."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: Annotated[str, Field(pattern=TECHNIQUE_ID)]
-    name: Annotated[str, Field(min_length=1)]
-
-
-class AttackMapping(Model):
-    """What a finding type means in ATT&CK terms, and why."""
-
-    model_config = ConfigDict(frozen=True)
-
-    # Tuples: one instance is cached and shared by every caller.
-    tactics: Annotated[tuple[AttackTactic, ...], Field(min_length=1)]
-    techniques: Annotated[tuple[AttackTechnique, ...], Field(min_length=1)]
-    reason: Annotated[str, Field(min_length=1)]
-    attack_version: str
 
 
 def mapping_for(finding_type: str) -> AttackMapping | None:

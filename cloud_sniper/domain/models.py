@@ -258,8 +258,44 @@ class IndicatorHistory(Model):
     block_state: str | None = None
 
 
+TACTIC_ID = r"^TA\d{4}$"
+TECHNIQUE_ID = r"^T\d{4}(\.\d{3})?$"
+
+
+class AttackTactic(Model):
+    """An ATT&CK tactic, such as TA0006 Credential Access."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: Annotated[str, Field(pattern=TACTIC_ID)]
+    name: Annotated[str, Field(min_length=1)]
+
+
+class AttackTechnique(Model):
+    """An ATT&CK technique or sub-technique, such as T1110.001 Password Guessing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: Annotated[str, Field(pattern=TECHNIQUE_ID)]
+    name: Annotated[str, Field(min_length=1)]
+
+
+class AttackMapping(Model):
+    """What a finding type means in ATT&CK terms, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Tuples: one instance is cached and shared by every caller.
+    tactics: Annotated[tuple[AttackTactic, ...], Field(min_length=1)]
+    techniques: Annotated[tuple[AttackTechnique, ...], Field(min_length=1)]
+    reason: Annotated[str, Field(min_length=1)]
+    attack_version: str
+
+
 class Enrichment(Model):
     indicators: list[IndicatorHistory] = Field(default_factory=list)
+    # What the finding type means in MITRE ATT&CK; None for a type the mapping does not know.
+    attack: AttackMapping | None = None
 
     @property
     def known_indicators(self) -> int:

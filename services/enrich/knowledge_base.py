@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from cloud_sniper.domain.attack import mapping_for
 from cloud_sniper.domain.models import Enrichment, Finding, Indicator, IndicatorHistory
 
 
@@ -82,13 +83,13 @@ def history(
 
 
 def enrich(finding: Finding, store: IndicatorStore, now: datetime) -> Enrichment:
-    """Record the finding against each of its indicators and return their history before it."""
+    """Record the finding against each of its indicators; return their history and its ATT&CK."""
     sighting = sighting_of(finding, now)
     histories = [
         history(indicator, store.record(indicator, sighting), sighting)
         for indicator in unique_indicators(finding)
     ]
-    return Enrichment(indicators=histories)
+    return Enrichment(indicators=histories, attack=mapping_for(finding.type))
 
 
 def _timestamp(value: Any, default: datetime) -> datetime:

@@ -282,3 +282,20 @@ def test_missing_table_setting_is_named(monkeypatch, request_for):
     # When it runs / Then the error names the variable
     with pytest.raises(ValueError, match="INDICATORS_TABLE"):
         enrich.handler(request_for(), Context())
+
+
+def test_the_enrichment_carries_the_finding_types_attack_mapping(table, request_for):
+    # Given a known finding type, when it is enriched
+    enrichment = enrich_once(request_for(finding_type="UnauthorizedAccess:EC2/SSHBruteForce"))
+
+    # Then the enrichment says what it means in ATT&CK, with the version and the reason
+    attack = enrichment.attack
+    assert attack is not None and attack.attack_version == "18.1"
+    assert "T1110.001" in {technique.id for technique in attack.techniques}
+    assert attack.reason
+
+
+def test_an_unknown_type_has_no_attack_mapping(table, request_for):
+    enrichment = enrich_once(request_for(finding_type="Made:Up/NeverSeenBefore"))
+
+    assert enrichment.attack is None
