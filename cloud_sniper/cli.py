@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"cloud-sniper: {exc}", file=sys.stderr)
         return EXIT_REJECTED
+    except _UsageError as exc:
+        print(f"cloud-sniper: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 
@@ -147,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
 
     documents: list[tuple[str, dict]] = []
     rejected: list[tuple[str, str]] = []
-    for path in args.paths:
+    for path in _finding_files(args.paths):
         try:
             content = Path(path).read_bytes()
         except OSError as exc:
@@ -161,6 +164,21 @@ def _run(args: argparse.Namespace) -> int:
 
     with _local_pipeline(args) as clients:
         return _process(args, clients, documents, rejected, dry_run=args.dry_run)
+
+
+FINDING_SUFFIXES = (".json", ".jsonl", ".jsonl.gz", ".json.gz")
+
+
+def _finding_files(paths: Sequence[str]) -> Iterator[str]:
+    """The paths given, with each folder replaced by the finding files under it, in order."""
+    for path in paths:
+        folder = Path(path)
+        if not folder.is_dir():
+            yield path
+            continue
+        for child in sorted(folder.rglob("*")):
+            if child.is_file() and child.name.endswith(FINDING_SUFFIXES):
+                yield str(child)
 
 
 def _process(
@@ -408,6 +426,137 @@ def _local_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _policy_validate(args: argparse.Namespace) -> int:
+    from cloud_sniper import policy_check
+
+    with _usage_errors():
+        report = policy_check.validate_policy_file(args.file)
+    if args.json:
+        print(json.dumps(policy_check.report_document(report), indent=2))
+    else:
+        print("\n".join(policy_check.report_lines(report)))
+    return EXIT_OK if report.valid else EXIT_REJECTED
+
+
+def _policy_test(args: argparse.Namespace) -> int:
+    from cloud_sniper import policy_check
+
+    with _usage_errors():
+        policy = _checked_policy(args.file)
+        run = policy_check.run_policy_tests(policy, args.file, args.findings)
+    if args.json:
+        print(json.dumps(policy_check.run_document(run), indent=2))
+    else:
+        print("\n".join(policy_check.run_lines(run)))
+    return EXIT_OK if run.passed else EXIT_REJECTED
+
+
+def _policy_explain(args: argparse.Namespace) -> int:
+    from cloud_sniper import policy_check
+
+    policy_file = args.policy or str(policy_check.DEFAULT_POLICY_FILE)
+    with _usage_errors():
+        policy = _checked_policy(policy_file)
+        explanations, rejected = policy_check.explain_file(policy, args.finding_file)
+    if args.json:
+        document = policy_check.explanations_document(policy_file, explanations, rejected)
+        print(json.dumps(document, indent=2))
+    else:
+        for number, explanation in enumerate(explanations):
+            print(
+                ("\n" if number else "")
+                + "\n".join(policy_check.explanation_lines(policy_file, explanation))
+            )
+        for rejection in rejected:
+            print(f"rejected {rejection.source}: {rejection.error}")
+    return EXIT_REJECTED if rejected or not explanations else EXIT_OK
+
+
+def _checked_policy(path: str) -> Any:
+    from cloud_sniper import policy_check
+    from cloud_sniper.domain.policy import PolicyError
+
+    try:
+        return policy_check.read_policy(path)
+    except PolicyError as exc:
+        raise CliError(f"{exc} (`cloud-sniper policy validate {path}` gives each line)") from exc
+
+
+class _UsageError(Exception):
+    """A file named on the command line is missing or of an unknown kind."""
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    from cloud_sniper.policy_check import UnreadableFileError
+
+    try:
+        yield
+    except UnreadableFileError as exc:
+        raise _UsageError(str(exc)) from exc
+
+
+def _policy_push(args: argparse.Namespace) -> int:
+    from cloud_sniper import policy_store
+    from cloud_sniper.domain.policy import PolicyError
+    from services.decide.settings import DEFAULT_POLICY_MAX_AGE_SECONDS
+
+    try:
+        prepared = policy_store.prepare(args.file)
+    except PolicyError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        version, tier = policy_store.push(_session(args), prepared)
+    except policy_store.PolicyStoreError as exc:
+        raise CliError(str(exc)) from exc
+    if args.json:
+        document = {
+            "parameter": naming.POLICY_PARAMETER,
+            "version": version,
+            "tier": tier,
+            "bytes": prepared.size,
+            "rules": [rule.name for rule in prepared.policy.rules],
+        }
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    print(
+        f"pushed {args.file} to {naming.POLICY_PARAMETER}: version {version}, "
+        f"{len(prepared.policy.rules)} rule(s), {prepared.size} bytes, {tier} tier"
+    )
+    print(f"decide applies it within {DEFAULT_POLICY_MAX_AGE_SECONDS} s (its cache of the policy)")
+    return EXIT_OK
+
+
+def _policy_show(args: argparse.Namespace) -> int:
+    from cloud_sniper import policy_store
+    from cloud_sniper.domain.policy import PolicyError
+
+    try:
+        deployed = policy_store.show(_session(args))
+    except (policy_store.PolicyStoreError, PolicyError) as exc:
+        raise CliError(str(exc)) from exc
+    rules = deployed.policy.rules
+    if args.json:
+        document = {
+            "parameter": deployed.name,
+            "version": deployed.version,
+            "last_modified": deployed.last_modified,
+            "bytes": deployed.size,
+            "rules": [{"name": r.name, "mode": r.mode.value} for r in rules],
+        }
+        print(json.dumps(document, indent=2, default=str))
+        return EXIT_OK
+    print(
+        f"{deployed.name}: version {deployed.version}, last modified "
+        f"{_time(deployed.last_modified)}, {deployed.size} bytes"
+    )
+    _table(
+        ("rule", "mode", "actions"),
+        [(r.name, r.mode.value, ", ".join(a.value for a in r.actions) or "-") for r in rules],
+    )
+    return EXIT_OK
+
+
 # --- output -------------------------------------------------------------------------------
 
 
@@ -423,7 +572,11 @@ def _json_document(results: list[Any], rejected: list[tuple[str, str]]) -> dict[
                 "type": finding.type,
                 "severity": finding.severity,
                 "source": result.submission.locator,
-                "decision": {"mode": decision.get("mode"), "reason": decision.get("reason")},
+                "decision": {
+                    "mode": decision.get("mode"),
+                    "rule": decision.get("rule"),
+                    "reason": decision.get("reason"),
+                },
                 "actions": _action_rows(result, decision, incident),
                 "outcome": incident.get("outcome"),
                 "failure": incident.get("failure"),
@@ -450,6 +603,10 @@ def _action_rows(result: Any, decision: dict, incident: dict) -> list[dict[str, 
         {"kind": a["kind"], "target": a["target"], "status": status}
         for a in decision.get("actions", [])
         if (a["kind"], a["target"]) not in done
+    ]
+    rows += [
+        {"kind": a["kind"], "target": a["target"], "status": "unavailable"}
+        for a in decision.get("unavailable", [])
     ]
     return rows
 
@@ -593,7 +750,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(command_function=_demo)
 
     run = commands.add_parser("run", help="send your GuardDuty findings through the local pipeline")
-    run.add_argument("paths", nargs="+", metavar="PATH", help=".json, .jsonl or .jsonl.gz files")
+    run.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help=".json, .jsonl or .jsonl.gz files, or folders holding them",
+    )
     run.add_argument("--dry-run", action="store_true", help="plan and record, change nothing")
     pipeline_options(run)
     run.set_defaults(command_function=_run)
@@ -651,6 +813,46 @@ def _parser() -> argparse.ArgumentParser:
         command.set_defaults(command_function=function)
         if name == "up":
             command.add_argument("--policy", metavar="FILE", help="a policy instead of the default")
+
+    policy = commands.add_parser("policy", help="check, test and explain a response policy")
+    policy_commands = policy.add_subparsers(title="policy commands", required=True)
+    validate = policy_commands.add_parser(
+        "validate", help="check a policy file: each problem with its line, dead rules"
+    )
+    validate.add_argument("file", metavar="FILE", help="the policy (.yaml, .yml or .json)")
+    validate.add_argument("--json", action="store_true", help="print one JSON document")
+    validate.set_defaults(command_function=_policy_validate)
+    test = policy_commands.add_parser(
+        "test", help="decide findings with a policy and check the expectations beside them"
+    )
+    test.add_argument("file", metavar="FILE", help="the policy (.yaml, .yml or .json)")
+    test.add_argument(
+        "--findings",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="findings files (.json, .jsonl, .jsonl.gz) or folders of them",
+    )
+    test.add_argument("--json", action="store_true", help="print one JSON document")
+    test.set_defaults(command_function=_policy_test)
+    explain = policy_commands.add_parser(
+        "explain", help="show how a policy decides a finding, rule by rule"
+    )
+    explain.add_argument("finding_file", metavar="FINDING_FILE", help="a findings file")
+    explain.add_argument("--policy", metavar="FILE", help="a policy instead of the default")
+    explain.add_argument("--json", action="store_true", help="print one JSON document")
+    explain.set_defaults(command_function=_policy_explain)
+    push = policy_commands.add_parser(
+        "push", help="validate a policy file and make it the deployed policy (its SSM parameter)"
+    )
+    push.add_argument("file", metavar="FILE", help="the policy (.yaml, .yml or .json)")
+    account_options(push)
+    push.set_defaults(command_function=_policy_push)
+    show = policy_commands.add_parser(
+        "show", help="the deployed policy's rules, and its parameter's version and last change"
+    )
+    account_options(show)
+    show.set_defaults(command_function=_policy_show)
     return parser
 
 

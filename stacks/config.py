@@ -27,7 +27,6 @@ SERVICE_STACKS = (INGEST_STACK, ENRICH_STACK, DECIDE_STACK, MITIGATE_STACK, REPO
 
 DEPENDENCIES_LAYER = f"{naming.PREFIX}-dependencies"
 PIPELINE_LOG_GROUP = f"/aws/vendedlogs/states/{naming.STATE_MACHINE}"
-POLICY_FILE_IN_BUNDLE = "cloud_sniper/data/policy.json"
 WAF_SCOPE = "REGIONAL"
 
 

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aws_cdk import Stack
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from cloud_sniper.domain import naming
+from cloud_sniper.domain.policy import PolicyError, load_policy
+from cloud_sniper.domain.policy_parameter import (
+    ADVANCED_TIER,
+    parameter_tier,
+    parameter_value,
+)
 from stacks import references
-from stacks.config import FUNCTIONS, POLICY_FILE_IN_BUNDLE, Settings
+from stacks.config import FUNCTIONS, ConfigError, Settings
 from stacks.nag import acknowledge
 from stacks.service_function import ServiceCode, ServiceFunction
 
@@ -21,8 +30,10 @@ class DecideStack(Stack):
         self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        # The bundle carries the policy compiled to JSON: the function needs no YAML parser.
+        # The bundle carries the policy compiled to JSON: the function needs no YAML parser, and
+        # a handler run outside AWS, without the parameter, still finds a policy.
         code = ServiceCode(self, policy=settings.policy)
+        self.policy = policy_parameter(self, settings.policy)
 
         self.decide = ServiceFunction(
             self,
@@ -30,8 +41,9 @@ class DecideStack(Stack):
             spec=FUNCTIONS["decide"],
             code=code,
             settings=settings,
-            environment={"POLICY_FILE": POLICY_FILE_IN_BUNDLE},
+            environment={"POLICY_PARAMETER": naming.POLICY_PARAMETER},
         )
+        self.decide.allow("ReadPolicy", ["ssm:GetParameter"], [self.policy.parameter_arn])
         estate = self.decide.allow(
             "DescribeEstateAddresses",
             ["ec2:DescribeAddresses", "ec2:DescribeNatGateways"],
@@ -72,3 +84,20 @@ class DecideStack(Stack):
         self.request_approval.allow(
             "PublishApprovals", ["sns:Publish"], [self.approval_topic.topic_arn]
         )
+
+
+def policy_parameter(scope: Construct, policy: Path) -> ssm.StringParameter:
+    """The deployed policy, where `cloud-sniper policy push` changes it without a deploy."""
+    value = parameter_value(load_policy(policy))
+    try:
+        tier = parameter_tier(value, str(policy))
+    except PolicyError as exc:
+        raise ConfigError(f"context policy: {exc}") from exc
+    return ssm.StringParameter(
+        scope,
+        "Policy",
+        parameter_name=naming.POLICY_PARAMETER,
+        description="The response policy the decide function applies (compact JSON)",
+        string_value=value,
+        tier=ssm.ParameterTier.ADVANCED if tier == ADVANCED_TIER else ssm.ParameterTier.STANDARD,
+    )

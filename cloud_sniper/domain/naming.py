@@ -29,6 +29,8 @@ INTAKE_DLQ = f"{PREFIX}-intake-dlq"
 APPROVAL_TOPIC = f"{PREFIX}-approvals"
 WAF_IPV4_SET = f"{PREFIX}-blocked-ipv4"
 WAF_IPV6_SET = f"{PREFIX}-blocked-ipv6"
+# The SSM parameter holding the deployed policy: `cloud-sniper policy push` changes it.
+POLICY_PARAMETER = f"/{PREFIX}/policy"
 
 # Lambda functions by role; the state machine and the stacks refer to them by these names.
 FUNCTIONS = {

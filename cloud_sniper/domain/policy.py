@@ -477,3 +477,163 @@ def _location(loc: tuple[Any, ...], document: Any) -> str:
             text += f".{part}" if text else str(part)
             node = node.get(part) if isinstance(node, dict) else None
     return text or "policy"
+
+
+# --- checking and explaining a policy -------------------------------------------------------
+
+NOT_A_MAPPING = "a policy is a mapping with version, defaults and rules"
+
+# Every condition of a Match, in the order explain_match checks them.
+MATCH_CONDITIONS = (
+    "types",
+    "min_severity",
+    "max_severity",
+    "resource_kinds",
+    "resource_tags",
+    "products",
+    "directions",
+)
+
+
+class PolicyProblem(Model):
+    """One reason a policy document is invalid: its validation location, field path and reason."""
+
+    loc: tuple[str | int, ...]
+    path: str
+    reason: str
+
+
+class ConditionCheck(Model):
+    """One condition of a rule's match held against one finding, with both values."""
+
+    condition: str
+    held: bool
+    rule_value: Any
+    finding_value: Any
+    text: str
+
+
+def policy_problems(document: Any) -> tuple[Policy | None, list[PolicyProblem]]:
+    """Validate a policy document: the policy, or None and each problem as parse_policy words it."""
+    if not isinstance(document, dict):
+        return None, [PolicyProblem(loc=(), path="policy", reason=NOT_A_MAPPING)]
+    try:
+        return Policy.model_validate(document), []
+    except ValidationError as exc:
+        problems = [
+            PolicyProblem(
+                loc=tuple(error["loc"]),
+                path=_location(error["loc"], document),
+                reason=error["msg"].removeprefix("Value error, "),
+            )
+            for error in exc.errors()
+        ]
+        return None, problems
+
+
+def explain_match(match: Match, finding: Finding) -> list[ConditionCheck]:
+    """Check each condition a match gives, as matches() does, saying what it compared."""
+    checks = [_types_check(match.types, finding.type)]
+    severity = finding.severity
+    if match.min_severity is not None:
+        held = not severity < match.min_severity
+        sign = ">=" if held else "<"
+        checks.append(
+            ConditionCheck(
+                condition="min_severity",
+                held=held,
+                rule_value=match.min_severity,
+                finding_value=severity,
+                text=f"severity {severity} {sign} min_severity {match.min_severity:g}",
+            )
+        )
+    if match.max_severity is not None:
+        held = not severity > match.max_severity
+        sign = "<=" if held else ">"
+        checks.append(
+            ConditionCheck(
+                condition="max_severity",
+                held=held,
+                rule_value=match.max_severity,
+                finding_value=severity,
+                text=f"severity {severity} {sign} max_severity {match.max_severity:g}",
+            )
+        )
+    if match.resource_kinds is not None:
+        kind = finding.resource.kind
+        held = kind in match.resource_kinds
+        checks.append(
+            ConditionCheck(
+                condition="resource_kinds",
+                held=held,
+                rule_value=list(match.resource_kinds),
+                finding_value=kind,
+                text=f"resource kind {kind} {'in' if held else 'not in'} "
+                f"[{', '.join(match.resource_kinds)}]",
+            )
+        )
+    checks += [
+        _tag_check(key, value, finding.resource.tags) for key, value in match.resource_tags.items()
+    ]
+    if match.products is not None:
+        hit = next((p for p in match.products if fnmatchcase(finding.product, p)), None)
+        checks.append(
+            ConditionCheck(
+                condition="products",
+                held=hit is not None,
+                rule_value=list(match.products),
+                finding_value=finding.product,
+                text=f"product {finding.product} matches {hit}"
+                if hit is not None
+                else f"product {finding.product} matches none of [{', '.join(match.products)}]",
+            )
+        )
+    if match.directions is not None:
+        has = finding_directions(finding)
+        wants = [str(direction) for direction in match.directions]
+        checks.append(
+            ConditionCheck(
+                condition="directions",
+                held=bool(set(match.directions) & has),
+                rule_value=wants,
+                finding_value=sorted(str(direction) for direction in has),
+                text=f"directions: finding has {{{', '.join(sorted(has))}}}, "
+                f"rule wants [{', '.join(wants)}]",
+            )
+        )
+    return checks
+
+
+def _types_check(patterns: list[str], finding_type: str) -> ConditionCheck:
+    hit = next((pattern for pattern in patterns if fnmatchcase(finding_type, pattern)), None)
+    if hit is not None:
+        text = f"type {finding_type} matches {hit}"
+    else:
+        text = f"type {finding_type} matches none of [{', '.join(patterns)}]"
+    return ConditionCheck(
+        condition="types",
+        held=hit is not None,
+        rule_value=list(patterns),
+        finding_value=finding_type,
+        text=text,
+    )
+
+
+def _tag_check(key: str, wanted: str, tags: dict[str, str]) -> ConditionCheck:
+    value = tags.get(key)
+    if value is None:
+        text = f"tag {key}={wanted}: the resource has no tag {key}"
+    else:
+        text = f"tag {key}={wanted}: the resource has {key}={value}"
+    return ConditionCheck(
+        condition="resource_tags",
+        held=value == wanted,
+        rule_value={key: wanted},
+        finding_value={key: value} if value is not None else {},
+        text=text,
+    )
+
+
+def field_path(loc: tuple[Any, ...], document: Any) -> str:
+    """Write a location in a policy document as its errors do: rules[2] (name).match.types[0]."""
+    return _location(loc, document)

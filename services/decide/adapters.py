@@ -1,4 +1,4 @@
-"""AWS calls of the decide and request-approval functions: EC2 reads, the approvals table, SNS."""
+"""AWS calls of decide and request-approval: the policy parameter, EC2, the approvals table, SNS."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any, NoReturn
 
 import boto3
+from aws_lambda_powertools.utilities.parameters import GetParameterError, SSMProvider
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
@@ -31,10 +32,31 @@ def _table(name: str) -> Any:
     return boto3.resource("dynamodb").Table(name)
 
 
+@cache
+def _parameters() -> SSMProvider:
+    # Powertools keeps each value it read, with its age, in the provider.
+    return SSMProvider(boto3_client=boto3.client("ssm"))
+
+
 def clear_caches() -> None:
-    """Forget clients and the estate's addresses, as a cold start would."""
-    for cached in (_ec2, _sns, _table, estate_addresses):
+    """Forget clients, parameter values and the estate's addresses, as a cold start would."""
+    for cached in (_ec2, _sns, _table, _parameters, estate_addresses):
         cached.cache_clear()
+
+
+def policy_parameter(name: str, max_age_seconds: int) -> str:
+    """The policy parameter's value, read again once the one kept is max_age_seconds old."""
+    try:
+        value = _parameters().get(name, max_age=max_age_seconds)
+    except GetParameterError as exc:
+        # Powertools wraps the SDK's error; the code inside tells a throttle from a refusal.
+        cause = exc.__context__
+        if isinstance(cause, ClientError):
+            _reraise(cause, f"reading the policy parameter {name}")
+        raise
+    if not isinstance(value, str):  # pragma: no cover - GetParameter returns a string value
+        raise TypeError(f"the policy parameter {name} is not a string parameter")
+    return value
 
 
 @cache

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ from aws_lambda_powertools import Logger
 
 from cloud_sniper.domain.models import Enrichment, Finding
 from cloud_sniper.domain.policy import Policy, evaluate, load_policy
+from cloud_sniper.domain.policy_parameter import read_parameter_value
 from services.decide import adapters
 from services.decide.approval_request import (
     ApprovalRequest,
@@ -39,6 +40,22 @@ def _policy(path: Path) -> Policy:
     return load_policy(path)
 
 
+# Validated once per value the parameter holds: a warm function reads it again, not the rules.
+@lru_cache(maxsize=4)
+def _parameter_policy(value: str, name: str) -> Policy:
+    policy = read_parameter_value(value, f"SSM parameter {name}")
+    logger.info("policy loaded", extra={"parameter": name, "rules": len(policy.rules)})
+    return policy
+
+
+def _current_policy(settings: DecideSettings) -> Policy:
+    """The deployed policy from its parameter; the bundled file only where none is named."""
+    if settings.policy_parameter is None:
+        return _policy(settings.policy_path)
+    value = adapters.policy_parameter(settings.policy_parameter, settings.policy_max_age_seconds)
+    return _parameter_policy(value, settings.policy_parameter)
+
+
 @logger.inject_lambda_context(clear_state=True)
 def decide(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Turn {"finding", "enrichment"} into a Decision."""
@@ -46,7 +63,7 @@ def decide(event: dict[str, Any], context: Any) -> dict[str, Any]:
     enrichment = Enrichment.model_validate(event.get("enrichment") or {})
     logger.append_keys(finding_id=finding.id, finding_type=finding.type)
 
-    policy = _policy(_decide_settings().policy_path)
+    policy = _current_policy(_decide_settings())
     decision = evaluate(policy, finding, enrichment, adapters.estate_addresses())
 
     logger.info(

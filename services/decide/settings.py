@@ -16,6 +16,9 @@ from cloud_sniper.domain.models import Model
 # else the folder this code was imported from.
 IMPORT_ROOT = Path(cloud_sniper.__file__).resolve().parent.parent
 DEFAULT_POLICY_FILE = "cloud_sniper/data/policy.json"
+# How long a warm function keeps the policy parameter's value before reading it again: a pushed
+# policy decides within this many seconds.
+DEFAULT_POLICY_MAX_AGE_SECONDS = 300
 
 Required = Annotated[str, Field(min_length=1)]
 
@@ -41,6 +44,10 @@ class EnvSettings(Model):
 class DecideSettings(EnvSettings):
     """The decide function's settings."""
 
+    # The SSM parameter holding the deployed policy. Only where it is unset (the unit tests, the
+    # handler run outside AWS) is the bundle's POLICY_FILE read; a failed read never falls back.
+    policy_parameter: Required | None = None
+    policy_max_age_seconds: Annotated[int, Field(ge=0)] = DEFAULT_POLICY_MAX_AGE_SECONDS
     policy_file: Required = DEFAULT_POLICY_FILE
 
     @property

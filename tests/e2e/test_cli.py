@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -140,3 +141,72 @@ def test_an_invalid_policy_is_refused_with_the_file_and_the_field(tmp_path, caps
     assert status == 1
     error = capsys.readouterr().err
     assert "broken.yaml" in error and "mode" in error
+
+
+# One type per family of the default policy, on its first documented resource type.
+FAMILY_TYPES = (
+    "UnauthorizedAccess:EC2/SSHBruteForce",
+    "Recon:EC2/PortProbeUnprotectedPort",
+    "UnauthorizedAccess:IAMUser/TorIPCaller",
+    "Discovery:S3/MaliciousIPCaller",
+    "Backdoor:EC2/C&CActivity.B!DNS",
+    "CryptoCurrency:EC2/BitcoinTool.B",
+    "Backdoor:EC2/Spambot",
+    "Execution:Runtime/ReverseShell",
+    "UnauthorizedAccess:IAMUser/InstanceCredentialExfiltration.OutsideAWS",
+    "Policy:S3/BucketPublicAccessGranted",
+    "Stealth:IAMUser/CloudTrailLoggingDisabled",
+    "AttackSequence:EKS/CompromisedCluster",
+    "CredentialAccess:RDS/AnomalousBehavior.SuccessfulLogin",
+    "Object:S3/MaliciousFile",
+)
+
+
+def _promised_decisions() -> dict[str, str]:
+    """Each type's decision as docs/finding-types.md states it: `mode (rule)`."""
+    table = (Path(__file__).resolve().parents[2] / "docs" / "finding-types.md").read_text()
+    promised = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.replace("\\|", "/").split(" | ")]
+        if len(cells) == 6 and cells[0].startswith("| "):
+            # A type whose decision differs by resource lists each: take its first resource's.
+            first_resource = cells[1].split(", ")[0]
+            decision = cells[5].removesuffix(" |").removeprefix(f"{first_resource}: ")
+            promised[cells[0].removeprefix("| ")] = decision.split(":")[0].split(";")[0]
+    return promised
+
+
+def test_a_dry_run_over_mixed_findings_decides_as_the_docs_promise(tmp_path, home):
+    # Given a folder of realistic findings, one per policy family, in the three file shapes
+    from cloud_sniper.synthetic_findings import as_event, finding_types, synthetic_finding
+
+    rows = {row.type: row for row in finding_types()}
+    findings = [synthetic_finding(rows[name]) for name in FAMILY_TYPES]
+    folder = tmp_path / "findings"
+    (folder / "events").mkdir(parents=True)
+    for number, finding in enumerate(findings[:6]):
+        (folder / "events" / f"{number:02}.json").write_text(json.dumps(as_event(finding)))
+    (folder / "export.jsonl").write_text("".join(json.dumps(f) + "\n" for f in findings[6:10]))
+    (folder / "export-2.jsonl.gz").write_bytes(
+        gzip.compress("".join(json.dumps(f) + "\n" for f in findings[10:]).encode())
+    )
+
+    # When the folder goes through the local pipeline as a dry run
+    done = cloud_sniper(
+        "run", str(folder), "--dry-run", "--json", "--ephemeral", home=home, cwd=tmp_path
+    )
+
+    # Then every finding is decided as the generated docs table promises for its type
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["rejected"] == []
+    promised = _promised_decisions()
+    got = {
+        f["type"]: f"{f['decision']['mode']} ({f['decision']['rule']})"
+        for f in document["findings"]
+    }
+    assert got == {name: promised[name] for name in FAMILY_TYPES}
+    # And nothing was changed: every action that would run is only planned
+    statuses = {a["status"] for f in document["findings"] for a in f["actions"]}
+    assert statuses <= {"planned", "unavailable"}
+    assert "unavailable" in statuses

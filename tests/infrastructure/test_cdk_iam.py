@@ -9,6 +9,7 @@ from cloud_sniper.domain import naming
 ACCOUNT = "<AWS::Region>:<AWS::AccountId>"
 TABLE = "arn:<AWS::Partition>:dynamodb:" + ACCOUNT + ":table/{}"
 NETWORK_ACLS = f"arn:<AWS::Partition>:ec2:{ACCOUNT}:network-acl/*"
+POLICY_PARAMETER = f"<AWS::SSM::Parameter {naming.POLICY_PARAMETER}>"
 WAF_SETS = (
     f"<AWS::WAFv2::IPSet {naming.WAF_IPV4_SET}.Arn>",
     f"<AWS::WAFv2::IPSet {naming.WAF_IPV6_SET}.Arn>",
@@ -59,7 +60,14 @@ EXPECTED = {
             (TABLE.format(naming.INDICATORS_TABLE),),
         )
     },
-    "decide": {(("ec2:DescribeAddresses", "ec2:DescribeNatGateways"), ("*",))},
+    "decide": {
+        (("ec2:DescribeAddresses", "ec2:DescribeNatGateways"), ("*",)),
+        # The policy parameter alone, by its own ARN.
+        (
+            ("ssm:GetParameter",),
+            (f"arn:<AWS::Partition>:ssm:{ACCOUNT}:parameter{POLICY_PARAMETER}",),
+        ),
+    },
     "request_approval": {
         (("dynamodb:PutItem",), (TABLE.format(naming.APPROVALS_TABLE),)),
         (("sns:Publish",), (f"<AWS::SNS::Topic {naming.APPROVAL_TOPIC}>",)),

@@ -355,7 +355,7 @@ ENVIRONMENT = {
     },
     "ingest": {},
     "enrich": {"INDICATORS_TABLE": naming.INDICATORS_TABLE},
-    "decide": {"POLICY_FILE": "cloud_sniper/data/policy.json"},
+    "decide": {"POLICY_PARAMETER": naming.POLICY_PARAMETER},
     "request_approval": {
         "APPROVALS_TABLE": naming.APPROVALS_TABLE,
         "APPROVAL_TOPIC_ARN": f"<AWS::SNS::Topic {naming.APPROVAL_TOPIC}>",

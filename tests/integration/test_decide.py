@@ -17,7 +17,8 @@ import cloud_sniper
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import TransientAwsError
 from cloud_sniper.domain.models import Decision, Mode
-from cloud_sniper.domain.policy import policy_as_json
+from cloud_sniper.domain.policy import PolicyError, parse_policy, policy_as_json
+from cloud_sniper.domain.policy_parameter import parameter_value
 from services.decide import adapters, handler
 from services.decide.approval_request import ApprovalConflictError
 
@@ -37,7 +38,13 @@ class Context:
 def cold_start() -> None:
     """Forget everything a warm execution environment would remember."""
     adapters.clear_caches()
-    for cached in (handler._decide_settings, handler._approval_settings, handler._policy):
+    cached_by_handler = (
+        handler._decide_settings,
+        handler._approval_settings,
+        handler._policy,
+        handler._parameter_policy,
+    )
+    for cached in cached_by_handler:
         cached.cache_clear()
 
 
@@ -47,6 +54,8 @@ def account(monkeypatch, tmp_path):
     built = tmp_path / "policy.json"
     built.write_text(policy_as_json(DEFAULT_POLICY))
     monkeypatch.setenv("POLICY_FILE", str(built))
+    monkeypatch.delenv("POLICY_PARAMETER", raising=False)
+    monkeypatch.delenv("POLICY_MAX_AGE_SECONDS", raising=False)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "decide")
     cold_start()
     with mock_aws():
@@ -150,6 +159,168 @@ def test_a_failed_estate_read_is_raised_for_the_state_machine(account, event, co
 
     # When decide runs, then throttling and service errors are transient, the rest is not
     with stubber, pytest.raises(raised, match=code):
+        decide(event)
+
+
+# --- the policy parameter ---------------------------------------------------------------------
+
+NOTIFY_ONLY = {
+    "version": 1,
+    "rules": [{"name": "watch-everything", "match": {"types": ["*"]}, "mode": "notify"}],
+}
+BLOCK_ALL = {
+    "version": 1,
+    "rules": [{"name": "block-everything", "mode": "auto", "actions": ["waf_block"]}],
+}
+
+
+class PolicyParameter:
+    """The deployed policy's parameter in the emulated account, named in decide's environment."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.ssm = boto3.client("ssm")
+        monkeypatch.setenv("POLICY_PARAMETER", naming.POLICY_PARAMETER)
+
+    def put(self, document: dict | str) -> None:
+        value = document if isinstance(document, str) else parameter_value(parse_policy(document))
+        self.ssm.put_parameter(
+            Name=naming.POLICY_PARAMETER, Value=value, Type="String", Overwrite=True
+        )
+
+
+@pytest.fixture
+def parameter(account, monkeypatch) -> PolicyParameter:
+    return PolicyParameter(monkeypatch)
+
+
+def test_the_policy_is_read_from_its_parameter(parameter, event):
+    # Given the parameter holds a policy that only notifies, unlike the bundled default
+    parameter.put(NOTIFY_ONLY)
+
+    # When decide reads a brute force the default policy would block
+    decision = decide(event)
+
+    # Then the parameter's policy decided
+    assert (decision.mode, decision.rule) == (Mode.NOTIFY, "watch-everything")
+
+
+def test_a_warm_function_keeps_the_policy_for_its_cache_age(parameter, event):
+    # Given a warm function that decided under the first policy
+    parameter.put(NOTIFY_ONLY)
+    assert decide(event).rule == "watch-everything"
+
+    # When the parameter changes within the default 300 s, then the kept policy still decides
+    parameter.put(BLOCK_ALL)
+    assert decide(event).rule == "watch-everything"
+
+    # And once the cache is gone, the new policy does
+    adapters.clear_caches()
+    assert decide(event).rule == "block-everything"
+
+
+def test_a_changed_parameter_is_picked_up_after_the_cache_age(parameter, event, monkeypatch):
+    # Given a function that keeps the parameter's value for no time at all
+    monkeypatch.setenv("POLICY_MAX_AGE_SECONDS", "0")
+    parameter.put(NOTIFY_ONLY)
+    assert decide(event).rule == "watch-everything"
+
+    # When a SOC pushes another policy, then the next decision uses it, without a cold start
+    parameter.put(BLOCK_ALL)
+    decision = decide(event)
+    assert (decision.mode, decision.rule) == (Mode.AUTO, "block-everything")
+
+
+def test_each_value_of_the_parameter_is_validated_once(parameter, event, monkeypatch):
+    # Given a function that reads the parameter on every decision
+    monkeypatch.setenv("POLICY_MAX_AGE_SECONDS", "0")
+    parameter.put(NOTIFY_ONLY)
+
+    # When it decides three times under one value, then once under another
+    for _ in range(3):
+        decide(event)
+    parameter.put(BLOCK_ALL)
+    decide(event)
+
+    # Then each value was parsed and validated once, however often it was read
+    assert handler._parameter_policy.cache_info().misses == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            json.dumps({"version": 1, "rules": [{"name": "x", "mode": "sometimes"}]}),
+            r"invalid policy: rules\[0\] \(x\)\.mode",
+        ),
+        ('{"version": 1,,}', "not valid JSON"),
+        ("[1, 2]", "a policy is a mapping"),
+    ],
+)
+def test_an_invalid_policy_in_the_parameter_names_the_parameter(parameter, event, value, message):
+    # Given the parameter holds something that is not a valid policy
+    parameter.put(value)
+
+    # When decide runs, then it fails, naming the parameter and what is wrong, never falling
+    # back to the bundled policy
+    with pytest.raises(PolicyError, match=f"SSM parameter {naming.POLICY_PARAMETER}: {message}"):
+        decide(event)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "raised"),
+    [
+        ("ThrottlingException", 400, TransientAwsError),
+        ("InternalServerError", 500, TransientAwsError),
+        ("AccessDeniedException", 400, ClientError),
+    ],
+)
+def test_a_failed_parameter_read_is_raised_for_the_state_machine(
+    parameter, event, code, status, raised
+):
+    # Given SSM answers GetParameter with an error
+    parameter.put(NOTIFY_ONLY)
+    stubber = Stubber(adapters._parameters().client)
+    stubber.add_client_error("get_parameter", code, http_status_code=status)
+
+    # When decide runs, then throttling and service errors are transient, the rest is not
+    with stubber, pytest.raises(raised, match=code):
+        decide(event)
+
+
+def test_a_transient_failure_names_the_parameter(parameter, event):
+    # Given SSM throttles the read of the policy parameter
+    parameter.put(NOTIFY_ONLY)
+    stubber = Stubber(adapters._parameters().client)
+    stubber.add_client_error("get_parameter", "ThrottlingException", http_status_code=400)
+
+    # When decide runs, then the failure says what was being read
+    with stubber, pytest.raises(TransientAwsError, match=naming.POLICY_PARAMETER):
+        decide(event)
+
+
+def test_a_missing_parameter_is_an_error_not_the_bundled_policy(parameter, event):
+    # Given decide names a parameter the account does not hold, then it fails, naming it
+    with pytest.raises(ClientError, match=f"ParameterNotFound.*{naming.POLICY_PARAMETER}"):
+        decide(event)
+
+
+def test_without_a_parameter_named_the_bundled_file_decides(account, event):
+    # Given the account holds a policy parameter, but decide's environment names none
+    boto3.client("ssm").put_parameter(
+        Name=naming.POLICY_PARAMETER,
+        Value=parameter_value(parse_policy(NOTIFY_ONLY)),
+        Type="String",
+    )
+
+    # When decide runs, then the bundled default policy decided
+    assert decide(event).rule == "brute-force-inbound"
+
+
+@pytest.mark.parametrize("age", ["-1", "soon"])
+def test_an_invalid_cache_age_is_named(parameter, event, monkeypatch, age):
+    # Given a cache age that is no whole number of seconds, then decide names the variable
+    monkeypatch.setenv("POLICY_MAX_AGE_SECONDS", age)
+    with pytest.raises(ValueError, match="POLICY_MAX_AGE_SECONDS"):
         decide(event)
 
 
