@@ -408,6 +408,26 @@ class Failure(Model):
     cause: str
 
 
+class Delivery(Model):
+    """One delivery of an incident's finding: the update one execution ran for."""
+
+    execution_name: str
+    updated_at: datetime | None = None  # None when the delivery could not be read as a finding
+    count: int | None = None
+    last_seen: datetime | None = None
+
+
+class Deliveries(Model):
+    """The incident's finding over all its deliveries, so a person sees the activity goes on."""
+
+    total: int = 1
+    # GuardDuty's count and last seen as of the latest update; the first seen of the earliest.
+    count: int | None = None
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    history: list[Delivery] = Field(default_factory=list)  # the latest ones, oldest update first
+
+
 class Incident(Model):
     """Everything the pipeline learned and did about one finding."""
 
@@ -429,3 +449,4 @@ class Incident(Model):
     received_at: datetime | None = None
     execution_started_at: datetime | None = None
     reported_at: datetime
+    deliveries: Deliveries | None = None

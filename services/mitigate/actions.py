@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from typing import Literal, Protocol
@@ -79,6 +79,10 @@ class Block(Model):
     action_id: str
     created_at: datetime
     expires_at: datetime
+    # The finding update ("<finding id>@<update time>") that set the expiry last: a retry of its
+    # execution renews nothing, a later update or another finding does.
+    expiry_set_by: str | None = None
+    renewed_at: datetime | None = None
     status: BlockStatus = BlockStatus.ACTIVE
     removed_at: datetime | None = None
     removed_reason: Literal["expired", "evicted"] | None = None
@@ -112,6 +116,11 @@ def nacl_block_id(nacl_id: str, cidr: str) -> str:
     return f"nacl#{nacl_id}#{cidr}"
 
 
+def archived_block_id(block: Block) -> str:
+    """The id a lifted block keeps in the history once the same block is applied again."""
+    return f"{block.block_id}@{block.created_at.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
 class IpSets(Protocol):
     def set_name(self, ip_version: int) -> str: ...
 
@@ -134,6 +143,10 @@ class BlockStore(Protocol):
     def get(self, block_id: str) -> Block | None: ...
 
     def put_new(self, block: Block) -> bool: ...
+
+    def renew(self, block_id: str, expires_at: datetime, set_by: str, at: datetime) -> bool: ...
+
+    def archive(self, block: Block) -> None: ...
 
     def active(self, nacl_id: str | None = None) -> list[Block]: ...
 
@@ -173,6 +186,11 @@ class _Run:
     expires_at: datetime
     ports: Ports
 
+    @property
+    def update(self) -> str:
+        """The finding update this run is for: the retries of one execution share it."""
+        return f"{self.finding.id}@{self.finding.updated_at.isoformat()}"
+
     def result(
         self,
         status: ActionStatus,
@@ -203,6 +221,7 @@ class _Run:
             action_id=self.action.id,
             created_at=self.now,
             expires_at=self.expires_at,
+            expiry_set_by=self.update,
             **where,
         )
 
@@ -218,8 +237,10 @@ def apply_actions(
     """Apply each planned action and say what became of it.
 
     A failing action does not stop the others; a transient AWS error does, so the state machine
-    retries the whole step, which is safe because applying a block twice changes nothing. A NACL
-    block yields one result per network ACL of the resource's subnets.
+    retries the whole step, which is safe because applying a block twice changes nothing. A block
+    in force asked for again by a later finding update, or by another finding, has its expiry
+    renewed; one lifted since is applied anew. A NACL block yields one result per network ACL of
+    the resource's subnets.
     """
     results: list[ActionResult] = []
     for action in decision.actions:
@@ -276,6 +297,9 @@ def list_blocks(ports: Ports, active_only: bool = True) -> list[Block]:
 
 
 def _apply(run: _Run, dry_run: bool) -> list[ActionResult]:
+    if run.action.kind not in (ActionKind.WAF_BLOCK, ActionKind.NACL_BLOCK):
+        # The policy plans these without running them; one that reaches here is never guessed at.
+        return [run.result(ActionStatus.UNAVAILABLE, f"{run.action.kind.value}: not yet available")]
     try:
         network = _network(run.action.target)
     except MitigationError as exc:
@@ -333,9 +357,9 @@ def _block_in_waf(run: _Run, network: Network) -> ActionResult:
     ports, cidr = run.ports, str(network)
     set_name = ports.ip_sets.set_name(network.version)
     block_id = waf_block_id(set_name, cidr)
-    existing = ports.blocks.get(block_id)
-    if existing is not None and existing.status is BlockStatus.ACTIVE:
-        return _already_active(run, existing)
+    in_force = _in_force(run, block_id)
+    if in_force is not None:
+        return in_force
 
     added = ports.ip_sets.add(network.version, cidr)
 
@@ -387,9 +411,9 @@ def _block_in_nacl(
 ) -> ActionResult:
     ports, cidr = run.ports, str(network)
     block_id = nacl_block_id(nacl_id, cidr)
-    existing = ports.blocks.get(block_id)
-    if existing is not None and existing.status is BlockStatus.ACTIVE:
-        return _already_active(run, existing)
+    in_force = _in_force(run, block_id)
+    if in_force is not None:
+        return in_force
 
     for _ in range(NACL_ALLOCATION_ATTEMPTS):
         entries = inbound(ports.network_acls.entries(nacl_id))
@@ -485,6 +509,53 @@ def _evict(run: _Run, nacl_id: str, block_id: str) -> None:
     )
 
 
+def _in_force(run: _Run, block_id: str) -> ActionResult | None:
+    """The result for a block already in force, renewed when asked again; None to apply it.
+
+    A lifted block's record is kept under another id, so the one applied anew takes its place
+    and `blocks list --all` still shows each time the address was blocked.
+    """
+    blocks = run.ports.blocks
+    block = blocks.get(block_id)
+    if block is not None and block.status is BlockStatus.ACTIVE:
+        result = _renew(run, block)
+        if result is not None:
+            return result
+        block = blocks.get(block_id)
+    if block is not None and block.status is BlockStatus.REMOVED:
+        blocks.archive(block)
+    return None
+
+
+def _renew(run: _Run, block: Block) -> ActionResult | None:
+    """Move an active block's expiry to this run's, never earlier; None when it was lifted."""
+    if block.expiry_set_by == run.update or run.expires_at <= block.expires_at:
+        # A retry of the execution that set the expiry, or a request that would shorten it.
+        return _already_active(run, block)
+
+    # The knowledge base first, as _record does: its expiry only ever moves later, so a retry
+    # after a failure in between repeats nothing wrong.
+    ports = run.ports
+    ports.knowledge.mark_blocked(block.indicator_kind, block.indicator_value, run.expires_at)
+    # TODO(expiry-race): an expiry run that read this block as due just before this renewal
+    # still lifts it and marks it removed after it; only the next delivery applies it anew.
+    if not ports.blocks.renew(block.block_id, run.expires_at, run.update, run.now):
+        current = ports.blocks.get(block.block_id)
+        if current is None or current.status is not BlockStatus.ACTIVE:
+            return None
+        # Another execution renewed it meanwhile, as far as this one or further.
+        return _already_active(run, current)
+
+    renewed = block.model_copy(
+        update={"expires_at": run.expires_at, "expiry_set_by": run.update, "renewed_at": run.now}
+    )
+    logger.info(
+        "block renewed",
+        extra={"block_id": block.block_id, "expires_at": run.expires_at.isoformat()},
+    )
+    return _already_active(run, renewed)
+
+
 def _record(run: _Run, block: Block) -> bool:
     """Note the block in the knowledge base, then record it; False when it was recorded first."""
     run.ports.knowledge.mark_blocked(block.indicator_kind, block.indicator_value, block.expires_at)
@@ -492,9 +563,11 @@ def _record(run: _Run, block: Block) -> bool:
 
 
 def _already_active(run: _Run, block: Block) -> ActionResult:
-    detail = (
-        f"{block.cidr} is already blocked ({block.block_id}) until {block.expires_at.isoformat()}"
-    )
+    until = block.expires_at.isoformat()
+    if block.renewed_at is not None and block.expiry_set_by == run.update:
+        detail = f"{block.cidr} is in force ({block.block_id}); expiry renewed to {until}"
+    else:
+        detail = f"{block.cidr} is already blocked ({block.block_id}) until {until}"
     return run.result(ActionStatus.ALREADY_APPLIED, detail, block.block_id, block.expires_at)
 
 

@@ -49,6 +49,12 @@ class IncidentsTable:
     def __init__(self, table: Any) -> None:
         self._table = table
 
+    def get(self, incident_id: str) -> dict[str, Any] | None:
+        """The stored item of the incident, if any."""
+        with _translated("dynamodb GetItem"):
+            response = self._table.get_item(Key={"incident_id": incident_id}, ConsistentRead=True)
+        return response.get("Item")
+
     def upsert(
         self,
         incident_id: str,

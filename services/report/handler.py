@@ -73,6 +73,10 @@ def report(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             blocks = [block.block_id for block in incident.blocks_in_force]
             logger.warning("blocks in force after a failure", extra={"block_ids": blocks})
 
+    # The reports show the finding's activity over every delivery recorded so far.
+    previous = dependencies.incidents.get(incident.incident_id)
+    incident = incidents.with_deliveries(incident, previous)
+
     keys = incidents.report_keys(incident)
     dependencies.bucket.put(keys.json, incidents.render_json(incident), "application/json")
     dependencies.bucket.put(

@@ -20,6 +20,8 @@ from cloud_sniper.domain.models import (
     Approval,
     ApprovalStatus,
     Decision,
+    Deliveries,
+    Delivery,
     Enrichment,
     Failure,
     Finding,
@@ -36,6 +38,12 @@ REPORT_SCHEMA = "cloud-sniper/incident-report"
 REPORT_VERSION = 1
 
 _EFFECTIVE = frozenset({ActionStatus.APPLIED, ActionStatus.ALREADY_APPLIED})
+
+# How many deliveries an incident record lists; `deliveries` counts them all. GuardDuty updates
+# an ongoing finding every few hours at most, so this shows days of its activity.
+DELIVERY_HISTORY = 50
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 class StepError(BaseModel):
@@ -188,7 +196,7 @@ def build_incident(request: ReportRequest, reported_at: datetime) -> Incident:
     """Gather what the execution learned and did into the incident, with its outcome."""
     state = request.state
     outcome, failure = outcome_of(state)
-    return Incident(
+    incident = Incident(
         incident_id=incident_id_of(state, request.execution_name),
         execution_name=request.execution_name,
         dry_run=state.dry_run,
@@ -205,6 +213,45 @@ def build_incident(request: ReportRequest, reported_at: datetime) -> Incident:
         execution_started_at=request.execution_started_at,
         reported_at=reported_at,
     )
+    return with_deliveries(incident, None)
+
+
+def with_deliveries(incident: Incident, previous: Mapping[str, Any] | None) -> Incident:
+    """The incident with its finding's activity over this delivery and those recorded before.
+
+    `previous` is the incidents table item. The count and last seen are the latest update's,
+    so an older update delivered late changes neither; the first seen is the earliest known.
+    """
+    recorded = _same_kind(incident, previous)
+    this = _delivery(incident)
+    names = set(recorded.get("execution_names") or ()) | {this.execution_name}
+
+    history = [
+        delivery
+        for delivery in map(Delivery.model_validate, recorded.get("delivery_history") or ())
+        if delivery.execution_name != this.execution_name
+    ]
+    history = sorted([*history, this], key=_update_order)[-DELIVERY_HISTORY:]
+    # The history keeps the latest updates, so the latest of all is in it.
+    read = [delivery for delivery in history if delivery.updated_at is not None]
+    latest = max(read, key=_update_order) if read else None
+
+    first_seen = [
+        _utc(at)
+        for at in (
+            _datetime(recorded.get("first_seen")),
+            incident.finding.first_seen if incident.finding else None,
+        )
+        if at is not None
+    ]
+    deliveries = Deliveries(
+        total=len(names),
+        count=latest.count if latest else None,
+        first_seen=min(first_seen, default=None),
+        last_seen=latest.last_seen if latest else None,
+        history=history,
+    )
+    return incident.model_copy(update={"deliveries": deliveries})
 
 
 def wants_blocks_in_force(incident: Incident) -> bool:
@@ -370,15 +417,18 @@ def incident_item(
     """The incidents table item after this report, or None when the stored one must stay.
 
     One item per finding. Each execution reporting it counts once in `deliveries`, however often
-    its report is retried. The item shows the execution started last, and a dry run never
-    replaces the record of a real one.
+    its report is retried, and the last of them are listed in `delivery_history`. The item shows
+    the execution started last, with the finding's count and last seen as of its latest update
+    and its first seen (with_deliveries), and a dry run never replaces the record of a real one.
     """
     previous = previous or {}
     if previous and incident.dry_run and not previous.get("dry_run"):
         return None
 
-    # A real run starts the record afresh over a dry run's.
-    same_kind = previous if bool(previous.get("dry_run")) == incident.dry_run else {}
+    same_kind = _same_kind(incident, previous)
+    # Merged again from the item as read now: another report may have landed since the one
+    # the incident's reports were written with.
+    incident = with_deliveries(incident, previous)
     names = set(same_kind.get("execution_names") or ()) | {incident.execution_name or ""}
     stored_start = same_kind.get("execution_started_at")
     stored_is_newer = bool(
@@ -389,7 +439,11 @@ def incident_item(
 
     item = dict(same_kind) if stored_is_newer else _summary_item(incident, keys)
     item["execution_names"] = names
-    item["deliveries"] = len(names)
+    for key, value in _deliveries_fields(incident.deliveries).items():
+        if value is None:
+            item.pop(key, None)
+        else:
+            item[key] = value
     return item
 
 
@@ -397,7 +451,9 @@ def render_markdown(incident: Incident) -> str:
     """The incident as a report a person reads from top to bottom."""
     sections = [
         _summary_section(incident),
+        _deliveries_section(incident),
         _indicators_section(incident),
+        _attack_section(incident),
         _decision_section(incident),
         _approval_section(incident),
         _actions_section(incident),
@@ -436,6 +492,7 @@ def _summary_section(incident: Incident) -> str:
         ("Account", _cell(summary.account_id)),
         ("Region", _cell(summary.region)),
         ("Resource", _cell(summary.resource)),
+        *_deliveries_rows(incident),
         ("Decision", _cell(_decision_line(decision)) if decision else "none"),
         ("Outcome", f"**{incident.outcome.value}**"),
         ("Execution", _code(incident.execution_name)),
@@ -446,6 +503,48 @@ def _summary_section(incident: Incident) -> str:
     if incident.finding is None:
         lines += ["> The delivery could not be read as a finding: this is from the raw event.", ""]
     lines += _table(("", ""), rows)
+    return "\n".join(lines)
+
+
+def _deliveries_rows(incident: Incident) -> list[tuple[str, str]]:
+    deliveries = incident.deliveries
+    finding = incident.finding
+    if deliveries is None and finding is None:
+        return []
+    if deliveries is None:
+        # A report written before deliveries were recorded: this delivery alone.
+        deliveries = Deliveries(
+            count=finding.count, first_seen=finding.first_seen, last_seen=finding.last_seen
+        )
+    return [
+        ("Count", str(deliveries.count) if deliveries.count is not None else "–"),
+        ("First seen", _when(deliveries.first_seen) if deliveries.first_seen else "–"),
+        ("Last seen", _when(deliveries.last_seen) if deliveries.last_seen else "–"),
+        ("Deliveries", str(deliveries.total)),
+    ]
+
+
+def _deliveries_section(incident: Incident) -> str:
+    deliveries = incident.deliveries
+    if deliveries is None or deliveries.total < 2:
+        return ""
+    lines = ["## Deliveries", ""]
+    shown = len(deliveries.history)
+    if shown < deliveries.total:
+        lines += [f"The last {shown} of {deliveries.total} deliveries:", ""]
+    else:
+        lines += ["GuardDuty delivered the finding again as the activity went on:", ""]
+    rows = [
+        (
+            _when(delivery.updated_at) if delivery.updated_at else "not read",
+            str(delivery.count) if delivery.count is not None else "–",
+            _when(delivery.last_seen) if delivery.last_seen else "–",
+            _code(delivery.execution_name)
+            + (" (this report)" if delivery.execution_name == incident.execution_name else ""),
+        )
+        for delivery in deliveries.history
+    ]
+    lines += _table(("Updated", "Count", "Last seen", "Execution"), rows)
     return "\n".join(lines)
 
 
@@ -498,6 +597,8 @@ def _decision_section(incident: Incident) -> str:
         return "\n".join([*lines, "No decision was made."])
 
     lines.append(f"- Mode: **{decision.mode.value}**")
+    if decision.priority.value != "normal":
+        lines.append(f"- Priority: **{decision.priority.value}**")
     lines.append(f"- Reason: {_inline(decision.reason)}")
     if decision.rule:
         lines.append(f"- Rule: {_code(decision.rule)}")
@@ -513,6 +614,16 @@ def _decision_section(incident: Incident) -> str:
             for action in decision.actions
         ]
         lines += ["", "### Planned actions", "", *_table(("Kind", "Target", "Block for"), rows)]
+    if decision.unavailable:
+        rows = [(action.kind.value, _code(action.target)) for action in decision.unavailable]
+        lines += [
+            "",
+            "### Planned, not yet available",
+            "",
+            "The policy asks for these; this version of Cloud Sniper does not carry them out.",
+            "",
+            *_table(("Kind", "Target"), rows),
+        ]
     if decision.refusals:
         rows = [
             (_cell(refusal.kind), _code(refusal.target), _cell(refusal.reason))
@@ -520,6 +631,23 @@ def _decision_section(incident: Incident) -> str:
         ]
         lines += ["", "### Refusals", "", *_table(("Kind", "Target", "Reason"), rows)]
     return "\n".join(lines)
+
+
+def _attack_section(incident: Incident) -> str:
+    attack = incident.enrichment.attack if incident.enrichment else None
+    if attack is None:
+        return ""
+    rows = [("Tactic", t.id, _cell(t.name)) for t in attack.tactics]
+    rows += [("Technique", t.id, _cell(t.name)) for t in attack.techniques]
+    return "\n".join(
+        [
+            "## MITRE ATT&CK",
+            "",
+            f"ATT&CK Enterprise {attack.attack_version}: {_inline(attack.reason)}",
+            "",
+            *_table(("", "Id", "Name"), rows),
+        ]
+    )
 
 
 def _approval_section(incident: Incident) -> str:
@@ -643,6 +771,46 @@ def _summary_item(incident: Incident, keys: ReportKeys) -> dict[str, Any]:
         "report": render_json(incident),
     }
     return {key: value for key, value in item.items() if value is not None}
+
+
+def _same_kind(incident: Incident, previous: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The stored item if it records the same kind of run; a real run starts over a dry run's."""
+    previous = previous or {}
+    return previous if bool(previous.get("dry_run")) == incident.dry_run else {}
+
+
+def _delivery(incident: Incident) -> Delivery:
+    finding = incident.finding
+    return Delivery(
+        execution_name=incident.execution_name or "",
+        updated_at=finding.updated_at if finding else None,
+        count=finding.count if finding else None,
+        last_seen=finding.last_seen if finding else None,
+    )
+
+
+def _update_order(delivery: Delivery) -> tuple[datetime, int, str]:
+    # An unread delivery has no update time: it sorts first, and is the first to leave.
+    updated = _utc(delivery.updated_at) if delivery.updated_at else _NEVER
+    count = delivery.count if delivery.count is not None else -1
+    return updated, count, delivery.execution_name
+
+
+def _deliveries_fields(deliveries: Deliveries | None) -> dict[str, Any]:
+    deliveries = deliveries or Deliveries()
+    return {
+        "deliveries": deliveries.total,
+        "count": deliveries.count,
+        "first_seen": _iso(deliveries.first_seen),
+        "last_seen": _iso(deliveries.last_seen),
+        "delivery_history": [
+            delivery.model_dump(mode="json", exclude_none=True) for delivery in deliveries.history
+        ],
+    }
+
+
+def _datetime(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
 def _decision_line(decision: Decision) -> str:

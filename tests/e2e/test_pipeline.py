@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import time
 from typing import Any
 
 import pytest
@@ -80,6 +82,55 @@ def test_the_same_delivery_twice_starts_one_execution_and_changes_nothing(client
     assert _execution_names(clients) == executions_before
     assert again.status == "SUCCEEDED"
     assert "81.2.69.142/32" in waf_addresses(clients, 4)
+
+
+def test_a_later_update_of_the_finding_updates_its_incident_and_renews_the_block(
+    clients, demo, estate, variant
+):
+    # Given a finding processed once, its attacker blocked in WAF and the web subnet's NACL
+    address, cidr = "81.2.69.143", "81.2.69.143/32"
+    first = variant(demo["01-ssh-brute-force.json"], attacker=address)
+    (before,) = run(clients, first)
+    blocks_before = _blocks_of(clients, cidr)
+    assert {block["kind"] for block in blocks_before.values()} == {"waf_block", "nacl_block"}
+
+    # When GuardDuty delivers a later update of it, the activity having gone on
+    later = copy.deepcopy(first)
+    later["detail"]["updatedAt"] = "2026-12-03T14:45:03.000Z"
+    later["detail"]["service"].update(count=530, eventLastSeen="2026-12-03T14:41:52.000Z")
+    # Expiries are kept to the second: the renewal must be able to move one.
+    time.sleep(1)
+    (after,) = run(clients, later)
+
+    # Then a second execution reported the same incident, with the new count and last seen
+    assert after.submission.execution_name != before.submission.execution_name
+    incident_id = before.incident["incident_id"]
+    assert after.incident["incident_id"] == incident_id
+    deliveries = after.incident["deliveries"]
+    assert (deliveries["total"], deliveries["count"]) == (2, 530)
+    assert deliveries["first_seen"] == "2026-12-03T08:01:10Z"
+    assert deliveries["last_seen"] == "2026-12-03T14:41:52Z"
+    item = clients("dynamodb").get_item(
+        TableName=naming.INCIDENTS_TABLE, Key={"incident_id": {"S": incident_id}}
+    )["Item"]
+    assert (item["deliveries"]["N"], item["count"]["N"]) == ("2", "530")
+    assert item["execution_name"]["S"] == after.submission.execution_name
+
+    # And the blocks are in force with a later expiry, in the same records, written once
+    statuses = {action["kind"]: action["status"] for action in after.incident["actions"]}
+    assert statuses == {"waf_block": "already_applied", "nacl_block": "already_applied"}
+    assert all("expiry renewed" in action["detail"] for action in after.incident["actions"])
+    blocks_after = _blocks_of(clients, cidr)
+    assert sorted(blocks_after) == sorted(blocks_before)
+    for block_id, block in blocks_after.items():
+        assert block["status"] == "active"
+        assert block["expires_at"] > blocks_before[block_id]["expires_at"]
+    assert cidr in waf_addresses(clients, 4)
+    acl = clients("ec2").describe_network_acls(NetworkAclIds=[estate["web_nacl"]])
+    entries = [
+        entry for entry in acl["NetworkAcls"][0]["Entries"] if entry.get("CidrBlock") == cidr
+    ]
+    assert len(entries) == 1
 
 
 def test_approval_path_waits_then_blocks_on_approve(clients, demo, variant):
@@ -228,6 +279,16 @@ def test_an_invalid_event_on_the_bus_is_quarantined_with_its_reason(clients, clo
     ).get("Messages", [])
     errors = [m["MessageAttributes"]["error"]["StringValue"] for m in messages]
     assert any("severity" in error for error in errors), errors
+
+
+def _blocks_of(clients: Any, cidr: str) -> dict[str, dict[str, str]]:
+    """The blocks table's records of one address by block id, their values as strings."""
+    items = clients("dynamodb").scan(TableName=naming.BLOCKS_TABLE)["Items"]
+    return {
+        item["block_id"]["S"]: {key: next(iter(value.values())) for key, value in item.items()}
+        for item in items
+        if item["cidr"]["S"] == cidr
+    }
 
 
 def _execution_names(clients: Any) -> set[str]:

@@ -618,3 +618,179 @@ def test_handlers_apply_a_decision_and_expire_it(account, monkeypatch, event):
     }
     handler.ports.cache_clear()
     load_settings.cache_clear()
+
+
+def later_update(finding: Finding, hours: int, count: int) -> Finding:
+    """The same finding as GuardDuty delivers it again while the activity goes on."""
+    return finding.model_copy(
+        update={"updated_at": finding.updated_at + timedelta(hours=hours), "count": count}
+    )
+
+
+def counting_writes(ports: Ports) -> tuple[Ports, list[int], list[int]]:
+    """The ports with WAF and EC2 clients that count IP set updates and NACL entries written."""
+    wafv2, ec2 = boto3.client("wafv2"), boto3.client("ec2")
+    waf_writes = on_call(wafv2, "UpdateIPSet", lambda _: None)
+    nacl_writes = on_call(ec2, "CreateNetworkAclEntry", lambda _: None)
+    ports = dataclasses.replace(with_waf(ports, wafv2), network_acls=Ec2NetworkAcls(ec2))
+    return ports, waf_writes, nacl_writes
+
+
+def test_a_later_update_renews_the_blocks_in_force_without_writing_them_again(account, finding):
+    # Given the WAF and NACL blocks of a finding, applied for a day
+    subnet = [account.subnet_id]
+    first = finding(subnet)
+    apply_actions(first, decision(V4, ttl=86400), INCIDENT, False, NOW, account.ports())
+    cidr = "198.51.100.7/32"
+
+    # When GuardDuty delivers a later update of it six hours on, and the same decision follows
+    later, again = NOW + timedelta(hours=6), later_update(first, hours=6, count=40)
+    ports, waf_writes, nacl_writes = counting_writes(account.ports())
+    results = apply_actions(again, decision(V4, ttl=86400), INCIDENT, False, later, ports)
+
+    # Then both blocks are reported in force, with their expiry renewed to a day from now
+    renewed = later + timedelta(days=1)
+    assert [(r.kind.value, r.status) for r in results] == [
+        ("waf_block", ActionStatus.ALREADY_APPLIED),
+        ("nacl_block", ActionStatus.ALREADY_APPLIED),
+    ]
+    assert {r.expires_at for r in results} == {renewed}
+    assert all(f"in force ({r.block_id}); expiry renewed to" in r.detail for r in results)
+
+    # And neither WAF nor the network ACL was written again: one address, one deny entry
+    assert (waf_writes, nacl_writes) == ([], [])
+    assert account.addresses(4) == [cidr]
+    assert [rule for rule, entry in account.inbound().items() if entry[1] == cidr] == [50]
+
+    # And the two block records carry the new expiry, and the knowledge base too
+    blocks = account.blocks()
+    assert sorted(blocks) == sorted(r.block_id for r in results)
+    for item in blocks.values():
+        assert (item["status"], item["incident_id"]) == ("active", INCIDENT)
+        assert item["expires_at"] == "2024-05-02T17:00:00Z"
+        assert item["expires_at_epoch"] == int(renewed.timestamp())
+        assert item["created_at"] == "2024-05-01T11:00:00Z"
+    assert account.indicator("ipv4", V4)["blocked_until"] == "2024-05-02T17:00:00+00:00"
+
+    # And a retry of that execution's Mitigate task changes nothing more, and still says renewed
+    before = (account.blocks(), account.indicator("ipv4", V4))
+    retried = apply_actions(
+        again, decision(V4, ttl=86400), INCIDENT, False, later + timedelta(minutes=2), ports
+    )
+    assert {r.expires_at for r in retried} == {renewed}
+    assert all("expiry renewed to" in r.detail for r in retried)
+    assert (account.blocks(), account.indicator("ipv4", V4)) == before
+    assert (waf_writes, nacl_writes) == ([], [])
+
+
+def test_the_same_address_named_by_another_finding_renews_the_block(account, finding):
+    # Given an address blocked for one incident
+    subnet = [account.subnet_id]
+    apply_actions(
+        finding(subnet), decision(V4, ("waf_block",)), INCIDENT, False, NOW, account.ports()
+    )
+
+    # When another finding names the same address an hour later
+    other = finding(subnet).model_copy(update={"id": "another-finding"})
+    later = NOW + timedelta(hours=1)
+    ports, waf_writes, _ = counting_writes(account.ports())
+    [result] = apply_actions(
+        other, decision(V4, ("waf_block",)), "inc-another", False, later, ports
+    )
+
+    # Then the block stays the first incident's, in force a day from now, written once
+    assert result.status is ActionStatus.ALREADY_APPLIED
+    assert result.expires_at == later + timedelta(days=1)
+    assert waf_writes == []
+    [block] = account.blocks().values()
+    assert (block["incident_id"], block["expires_at"]) == (INCIDENT, "2024-05-02T12:00:00Z")
+
+
+def test_a_renewal_never_shortens_the_expiry(account, finding):
+    # Given blocks in force for two days
+    subnet = [account.subnet_id]
+    first = finding(subnet)
+    apply_actions(first, decision(V4, ttl=2 * 86400), INCIDENT, False, NOW, account.ports())
+    before = (account.blocks(), account.indicator("ipv4", V4))
+
+    # When a later update asks for them for an hour
+    later = NOW + timedelta(hours=6)
+    results = apply_actions(
+        later_update(first, 6, 30), decision(V4, ttl=3600), INCIDENT, False, later, account.ports()
+    )
+
+    # Then they stay in force until their first expiry, and nothing changed
+    assert {r.status for r in results} == {ActionStatus.ALREADY_APPLIED}
+    assert {r.expires_at for r in results} == {NOW + timedelta(days=2)}
+    assert all("already blocked" in r.detail for r in results)
+    assert (account.blocks(), account.indicator("ipv4", V4)) == before
+
+
+def test_a_block_the_expiry_lifted_is_applied_anew_while_the_activity_goes_on(account, finding):
+    # Given blocks of a minute, lifted by the expiry run
+    subnet = [account.subnet_id]
+    first = finding(subnet)
+    ports = account.ports()
+    apply_actions(first, decision(V4, ttl=60), INCIDENT, False, NOW, ports)
+    expire_blocks(NOW + timedelta(minutes=2), ports)
+    assert account.addresses(4) == []
+    assert account.indicator("ipv4", V4)["block_state"] == "expired"
+
+    # When a later update of the finding asks for them again
+    later = NOW + timedelta(hours=1)
+    results = apply_actions(
+        later_update(first, 1, 25), decision(V4, ttl=3600), INCIDENT, False, later, ports
+    )
+
+    # Then both are applied anew, with a new expiry, in WAF and the network ACL
+    assert [r.status for r in results] == [ActionStatus.APPLIED] * 2
+    assert {r.expires_at for r in results} == {later + timedelta(hours=1)}
+    cidr = "198.51.100.7/32"
+    assert account.addresses(4) == [cidr]
+    assert account.inbound()[50] == ("deny", cidr, "-1")
+    indicator = account.indicator("ipv4", V4)
+    assert (indicator["block_state"], indicator["blocked_until"]) == (
+        "active",
+        "2024-05-01T13:00:00+00:00",
+    )
+
+    # And the history keeps the lifted blocks beside the new ones, oldest first
+    history = [
+        (block.block_id, block.status.value, block.created_at)
+        for block in list_blocks(ports, active_only=False)
+    ]
+    waf_id, nacl_id = (r.block_id for r in results)
+    assert sorted(history) == sorted(
+        [
+            (f"{waf_id}@20240501T110000Z", "removed", NOW),
+            (f"{nacl_id}@20240501T110000Z", "removed", NOW),
+            (waf_id, "active", later),
+            (nacl_id, "active", later),
+        ]
+    )
+    assert [block.created_at for block in list_blocks(ports, active_only=False)] == [NOW] * 2 + [
+        later
+    ] * 2
+    assert {block.block_id for block in list_blocks(ports)} == {waf_id, nacl_id}
+    archived = account.blocks()[f"{waf_id}@20240501T110000Z"]
+    assert (archived["removed_reason"], "ttl" in archived) == ("expired", True)
+
+    # And the expiry run lifts the new blocks in their turn
+    report = expire_blocks(later + timedelta(hours=2), ports)
+    assert sorted(report.expired) == sorted([waf_id, nacl_id])
+    assert account.addresses(4) == []
+
+
+def test_an_action_this_version_cannot_run_is_unavailable_and_changes_nothing(account, finding):
+    # Given a decision that reached mitigate with an isolation in it
+    ports = account.ports()
+    before = (account.ip_set(4), account.inbound(), account.blocks())
+    isolation = decision("i-0123456789abcdef0", kinds=("isolate_instance",))
+
+    # When it is applied
+    (result,) = apply_actions(finding([account.subnet_id]), isolation, INCIDENT, False, NOW, ports)
+
+    # Then it is reported unavailable and neither WAF nor the network ACL changed
+    assert result.status == ActionStatus.UNAVAILABLE
+    assert "not yet available" in result.detail
+    assert (account.ip_set(4), account.inbound(), account.blocks()) == before

@@ -409,3 +409,89 @@ def test_a_report_written_concurrently_is_not_lost(account):
     assert item["deliveries"] == 3
     stored = account.incidents.get_item(Key={"incident_id": "inc-1"})["Item"]
     assert stored["execution_names"] == {"run-1", "run-2", "run-3"}
+
+
+def delivery(
+    request: dict, name: str, updated_at: str, count: int, first_seen: str, last_seen: str
+) -> dict:
+    """The report request of an execution run for one update of the finding."""
+    finding = request["state"]["finding"]
+    finding.update(updated_at=updated_at, count=count, first_seen=first_seen, last_seen=last_seen)
+    request["execution_name"] = name
+    # Each update is delivered a few seconds after GuardDuty made it.
+    request["execution_started_at"] = updated_at.replace(":00Z", ":08Z")
+    return request
+
+
+def test_a_later_delivery_updates_the_incident_and_a_late_older_one_does_not(account, mitigated):
+    # Given the first delivery of a finding, counted once, reported
+    first = delivery(
+        mitigated(),
+        "run-1",
+        "2024-05-01T10:30:00Z",
+        1,
+        "2024-05-01T09:58:00Z",
+        "2024-05-01T10:29:00Z",
+    )
+    report_handler.report(first, Context())
+
+    # When GuardDuty delivers a later update, the activity having gone on
+    second = delivery(
+        mitigated(),
+        "run-2",
+        "2024-05-01T16:30:00Z",
+        5,
+        "2024-05-01T10:05:00Z",
+        "2024-05-01T16:29:00Z",
+    )
+    result = report_handler.report(second, Context())
+
+    # Then one incident holds the later count and last seen, the first seen of the first
+    [item] = account.incidents.scan()["Items"]
+    assert item["incident_id"] == INCIDENT_ID
+    assert (item["count"], item["deliveries"]) == (5, 2)
+    assert item["first_seen"] == "2024-05-01T09:58:00+00:00"
+    assert item["last_seen"] == "2024-05-01T16:29:00+00:00"
+    assert [(d["execution_name"], d["count"]) for d in item["delivery_history"]] == [
+        ("run-1", 1),
+        ("run-2", 5),
+    ]
+
+    # And the later execution's reports say so, in JSON and in Markdown
+    document, _ = read_object(account, result["report_keys"]["json"])
+    deliveries = read_json(document).deliveries
+    assert (deliveries.total, deliveries.count) == (2, 5)
+    assert deliveries.first_seen == datetime(2024, 5, 1, 9, 58, tzinfo=UTC)
+    assert deliveries.last_seen == datetime(2024, 5, 1, 16, 29, tzinfo=UTC)
+    markdown, _ = read_object(account, result["report_keys"]["markdown"])
+    for row in (
+        "| Count | 5 |",
+        "| First seen | 2024-05-01 09:58:00 UTC |",
+        "| Last seen | 2024-05-01 16:29:00 UTC |",
+        "| Deliveries | 2 |",
+        "| 2024-05-01 10:30:00 UTC | 1 | 2024-05-01 10:29:00 UTC | `run-1` |",
+        "| 2024-05-01 16:30:00 UTC | 5 | 2024-05-01 16:29:00 UTC | `run-2` (this report) |",
+    ):
+        assert row in markdown
+
+    # And when an older update reaches the pipeline late, it counts, but overwrites nothing
+    late = delivery(
+        mitigated(),
+        "run-late",
+        "2024-05-01T13:30:00Z",
+        3,
+        "2024-05-01T09:58:00Z",
+        "2024-05-01T13:29:00Z",
+    )
+    late["execution_started_at"] = "2024-05-01T17:00:00Z"
+    result = report_handler.report(late, Context())
+    [item] = account.incidents.scan()["Items"]
+    assert (item["count"], item["deliveries"]) == (5, 3)
+    assert item["last_seen"] == "2024-05-01T16:29:00+00:00"
+    assert [d["execution_name"] for d in item["delivery_history"]] == ["run-1", "run-late", "run-2"]
+    document, _ = read_object(account, result["report_keys"]["json"])
+    assert read_json(document).deliveries.count == 5
+
+    # And a retried report of it counts no more
+    report_handler.report(late, Context())
+    assert account.incidents.get_item(Key={"incident_id": INCIDENT_ID})["Item"]["deliveries"] == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -524,3 +524,67 @@ def test_the_record_holds_the_summary_and_the_report(mitigated):
     assert item["decision_mode"] == "auto"
     assert read_json(item["report"]) == incident
     assert None not in item.values()
+
+
+def test_the_record_lists_the_last_deliveries_and_counts_them_all(mitigated):
+    # Given a finding delivered 55 times, an update an hour, its count growing
+    item = None
+    for hour in range(55):
+        request = mitigated()
+        finding = request["state"]["finding"]
+        updated_at = datetime(2024, 5, 1, tzinfo=UTC) + timedelta(hours=hour)
+        finding.update(updated_at=updated_at.isoformat(), count=hour + 1)
+        request.update(execution_name=f"run-{hour}", execution_started_at=updated_at.isoformat())
+        item = item_for(incident_from(request), item)
+
+    # When / Then the record counts all of them, lists the last 50 and keeps the first seen
+    assert item["deliveries"] == 55
+    history = item["delivery_history"]
+    assert [delivery["execution_name"] for delivery in history] == [
+        f"run-{hour}" for hour in range(5, 55)
+    ]
+    assert item["count"] == 55
+    assert item["first_seen"] == "2024-05-01T09:58:00+00:00"
+    markdown = render_markdown(read_json(item["report"]))
+    assert "The last 50 of 55 deliveries:" in markdown
+
+
+def test_an_unread_delivery_counts_but_keeps_the_count(mitigated, event):
+    # Given a record of a read delivery
+    item = item_for(incident_from(mitigated()), None)
+
+    # When a delivery of the finding that could not be read reports
+    request = event("report-request-ingest-failed.json")
+    request.update(execution_name="run-unread", execution_started_at="2024-05-01T11:00:00Z")
+    item = item_for(incident_from(request), item)
+
+    # Then it is counted, and the count and last seen stay the read one's
+    assert item["deliveries"] == 2
+    assert (item["count"], item["last_seen"]) == (4, "2024-05-01T10:29:00+00:00")
+    assert "updated_at" not in item["delivery_history"][0]
+
+
+def test_the_report_shows_the_attack_mapping_and_what_is_not_yet_available(mitigated):
+    # Given an incident whose enrichment maps its type to ATT&CK, and whose decision planned an
+    # isolation this version does not carry out
+    from cloud_sniper.domain.attack import mapping_for
+
+    request = mitigated()
+    finding_type = request["state"]["finding"]["type"]
+    request["state"]["enrichment"]["attack"] = mapping_for(finding_type).model_dump(mode="json")
+    request["state"]["decision"]["unavailable"] = [
+        {"id": "isolate_instance:i-1", "kind": "isolate_instance", "target": "i-1"}
+    ]
+    request["state"]["decision"]["priority"] = "high"
+
+    # When it is rendered
+    markdown = render_markdown(incident_from(request))
+
+    # Then the report names the tactics and techniques, the version and why, and the plan
+    assert "## MITRE ATT&CK" in markdown
+    assert "ATT&CK Enterprise 18.1" in markdown
+    for technique in mapping_for(finding_type).techniques:
+        assert technique.id in markdown and technique.name in markdown
+    assert "### Planned, not yet available" in markdown
+    assert "| isolate_instance | `i-1` |" in markdown
+    assert "- Priority: **high**" in markdown

@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import TypeAdapter
 
-from services.mitigate.actions import Block, BlockStatus
+from services.mitigate.actions import Block, BlockStatus, archived_block_id
 from services.mitigate.adapters._aws import aws_error, error_code
 
 # A removed block stays readable this long for reports, then DynamoDB's TTL deletes it. Active
@@ -18,6 +19,8 @@ REMOVED_RETENTION = timedelta(days=90)
 TTL_ATTRIBUTE = "ttl"
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+
+_TIME = TypeAdapter(datetime)
 
 
 class DynamoBlockStore:
@@ -53,6 +56,47 @@ class DynamoBlockStore:
         except BotoCoreError as exc:
             raise aws_error(exc, f"PutItem {block.block_id}") from exc
         return True
+
+    def renew(self, block_id: str, expires_at: datetime, set_by: str, at: datetime) -> bool:
+        """Move an active block's expiry later; False when it is not active or already as late."""
+        epoch = int(expires_at.timestamp())
+        try:
+            self._table.update_item(
+                Key={"block_id": block_id},
+                UpdateExpression=(
+                    "SET expires_at = :expires_at, expires_at_epoch = :epoch,"
+                    " expiry_set_by = :set_by, renewed_at = :at"
+                ),
+                ConditionExpression="#status = :active AND expires_at_epoch < :epoch",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":active": BlockStatus.ACTIVE.value,
+                    ":expires_at": _json_time(expires_at),
+                    ":epoch": epoch,
+                    ":set_by": set_by,
+                    ":at": _json_time(at),
+                },
+            )
+        except ClientError as exc:
+            if error_code(exc) == _CONDITION_FAILED:
+                return False
+            raise aws_error(exc, f"UpdateItem {block_id}") from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, f"UpdateItem {block_id}") from exc
+        return True
+
+    def archive(self, block: Block) -> None:
+        """Keep a lifted block's record under its archived id, before the block is applied anew."""
+        archived = block.model_copy(update={"block_id": archived_block_id(block)})
+        item = archived.model_dump(mode="json", exclude_none=True)
+        item["expires_at_epoch"] = int(block.expires_at.timestamp())
+        removed_at = block.removed_at or block.expires_at
+        item[TTL_ATTRIBUTE] = int((removed_at + REMOVED_RETENTION).timestamp())
+        try:
+            # Written again by a retry, it is the same item.
+            self._table.put_item(Item=item)
+        except (ClientError, BotoCoreError) as exc:
+            raise aws_error(exc, f"PutItem {archived.block_id}") from exc
 
     def active(self, nacl_id: str | None = None) -> list[Block]:
         """The active blocks, of one network ACL when named."""
@@ -108,6 +152,11 @@ class DynamoBlockStore:
             if "LastEvaluatedKey" not in page:
                 return blocks
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _json_time(moment: datetime) -> str:
+    """A time written as the block's own fields are, so that the item reads back alike."""
+    return _TIME.dump_python(moment, mode="json")
 
 
 def _block(item: dict[str, Any]) -> Block:
