@@ -1,4 +1,4 @@
-"""CloudSniper-Ingest: GuardDuty findings into the intake queue, and the functions reading it."""
+"""CloudSniper-Ingest: GuardDuty and Security Hub findings into the intake queue, and readers."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from cloud_sniper.domain import naming
+from cloud_sniper.domain import asff, naming
 from stacks import config, references
 from stacks.config import FUNCTIONS, Settings
 from stacks.service_function import ServiceCode, ServiceFunction
 
 
 class IngestStack(Stack):
-    """From a GuardDuty finding on either bus to a started pipeline execution."""
+    """From a GuardDuty or Security Hub finding on either bus to a started pipeline execution."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs
@@ -93,6 +93,20 @@ class IngestStack(Stack):
             description="GuardDuty findings of this account and region, into the intake queue",
             event_pattern=events.EventPattern(
                 source=["aws.guardduty"], detail_type=[naming.FINDING_DETAIL_TYPE]
+            ),
+            targets=[target],
+        )
+        # GuardDuty's findings come this way too, as the same incident and execution as above.
+        # Resolved, suppressed and archived findings are left out by receive, not here: a rule
+        # matches an event when any of its findings matches, and the local runtime's emulated
+        # rules cannot read into the findings array.
+        events.Rule(
+            self,
+            "SecurityHubFindings",
+            description="Security Hub findings imported in this account and region, into the "
+            "intake queue",
+            event_pattern=events.EventPattern(
+                source=[asff.SECURITY_HUB_SOURCE], detail_type=[asff.IMPORTED_DETAIL_TYPE]
             ),
             targets=[target],
         )

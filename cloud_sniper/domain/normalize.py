@@ -1,4 +1,7 @@
-"""Read GuardDuty findings from every shape they are delivered in and normalize them to Finding."""
+"""Read findings from every shape they are delivered in and normalize them to Finding.
+
+GuardDuty's own findings are read here; Security Hub's (ASFF) findings by cloud_sniper.domain.asff.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from cloud_sniper.domain import naming
+from cloud_sniper.domain import asff, naming
 from cloud_sniper.domain.errors import InvalidFindingError
 from cloud_sniper.domain.models import (
     Activity,
@@ -125,10 +128,14 @@ def finding_source(document: Any) -> str:
     """Tell who produced a finding: GuardDuty ("aws.guardduty") or a project detector.
 
     A project detector publishes on the project bus with the project's source, or names the
-    project as the finding's service; everything else is GuardDuty's.
+    project as the finding's service; a Security Hub finding is GuardDuty's when GuardDuty
+    produced it, else Security Hub's ("aws.securityhub"); everything else is GuardDuty's.
     """
     delivery, _ = peel_replay(document)
-    return _source(delivery, camel_keys(_finding_document(delivery)))
+    found = _finding_document(delivery)
+    if asff.is_event(delivery) or asff.is_finding(found):
+        return asff.source(found)
+    return _source(delivery, camel_keys(found))
 
 
 def normalize(document: Any) -> Finding:
@@ -137,7 +144,10 @@ def normalize(document: Any) -> Finding:
     Raises InvalidFindingError naming the field of the input that is missing or invalid.
     """
     delivery, _ = peel_replay(document)
-    finding = camel_keys(_finding_document(delivery))
+    found = _finding_document(delivery)
+    if asff.is_event(delivery) or asff.is_finding(found):
+        return asff.normalize(found)
+    finding = camel_keys(found)
     service = _dict(finding.get("service"))
     additional_info = _additional_info(service)
 
@@ -183,7 +193,8 @@ def iter_findings(
     """Read the finding deliveries in a file's content, one record at a time.
 
     Reads a JSON document (an event, a bare finding, a GetFindings response or a list of those)
-    or JSON lines, gzipped or not. Yields (locator, document) per record, where the locator is
+    or JSON lines, gzipped or not; GuardDuty's or Security Hub's, whose events of several
+    findings make a record per finding. Yields (locator, document) per record, where the locator is
     "<source_name>#<n>" with n counting records from 1, or (locator, error) for a record that
     cannot be read, so that one bad record never stops the others.
     """
@@ -244,6 +255,8 @@ def _finding_document(delivery: dict) -> dict:
         return delivery
 
     detail_type = delivery.get("detail-type")
+    if asff.is_event(delivery):
+        return asff.event_finding(delivery)
     if detail_type == naming.FINDING_DETAIL_TYPE:
         return _object(delivery.get("detail"), "event.detail")
     if detail_type == naming.REPLAY_DETAIL_TYPE:
@@ -318,6 +331,13 @@ def _expand(document: Any) -> Iterable[Any]:
 
 
 def _expand_response(document: Any) -> Iterable[Any]:
+    if asff.is_event(document):
+        # One record per finding of a Security Hub event, each an event of its own.
+        try:
+            yield from asff.split(document)
+        except InvalidFindingError as exc:
+            yield exc
+        return
     findings = _findings_list(document) if isinstance(document, dict) else None
     if findings is None:
         yield document

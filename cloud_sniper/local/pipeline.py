@@ -10,7 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cloud_sniper.domain import naming
+from cloud_sniper.domain import asff, naming
 from cloud_sniper.domain.errors import InvalidFindingError
 from cloud_sniper.domain.models import Finding
 from cloud_sniper.domain.normalize import normalize, peel_replay, unwrap
@@ -76,7 +76,9 @@ def submit(
     """Validate each finding and put the valid ones on an event bus, as they would arrive.
 
     A GuardDuty finding goes on the default bus as GuardDuty sends it, through the pipeline's
-    GuardDuty rule; a dry run, or a project detector's finding, goes on the project's bus.
+    GuardDuty rule, and a Security Hub (ASFF) finding as Security Hub sends it; a dry run, or a
+    project detector's finding, goes on the project's bus. A Security Hub finding the intake
+    would skip (resolved, suppressed, archived) is rejected with the reason.
     """
     submissions: list[Submission] = []
     rejections: list[Rejection] = []
@@ -87,6 +89,12 @@ def submit(
             finding = normalize(delivery)
         except InvalidFindingError as exc:
             rejections.append(Rejection(locator, str(exc)))
+            continue
+        detail, _ = unwrap(delivery)
+        closed = asff.closed(detail) if asff.is_finding(detail) else None
+        if closed is not None:
+            reason = "the intake skips resolved, suppressed and archived findings"
+            rejections.append(Rejection(locator, f"{closed}: {reason}"))
             continue
 
         response = events.put_events(Entries=[_event(delivery, finding, dry_run)])
@@ -100,8 +108,15 @@ def submit(
 
 
 def _event(delivery: dict[str, Any], finding: Finding, dry_run: bool) -> dict[str, Any]:
+    detail, _ = unwrap(delivery)
+    if asff.is_finding(detail) and not dry_run:
+        return {
+            "Source": asff.SECURITY_HUB_SOURCE,
+            "DetailType": asff.IMPORTED_DETAIL_TYPE,
+            "Detail": json.dumps({"findings": [detail]}),
+            "EventBusName": "default",
+        }
     if finding.source == GUARDDUTY_SOURCE and not dry_run:
-        detail, _ = unwrap(delivery)
         return {
             "Source": GUARDDUTY_SOURCE,
             "DetailType": naming.FINDING_DETAIL_TYPE,

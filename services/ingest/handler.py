@@ -32,7 +32,7 @@ def _pipeline() -> AwsPipeline:
 
 @logger.inject_lambda_context(clear_state=True)
 def receive(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Start one execution per delivery in an SQS batch; report the ones to retry."""
+    """Start one execution per finding in an SQS batch; report the deliveries to retry."""
     return process_partial_response(
         event=event, record_handler=_receive_record, processor=processor, context=context
     )
@@ -41,7 +41,7 @@ def receive(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 def _receive_record(record: SQSRecord) -> None:
     keys = {"message_id": record.message_id}
     try:
-        receipt = intake.receive(
+        receipts = intake.receive(
             record.body,
             source=intake.record_source(record.get("eventSourceARN"), record.message_id),
             received_at=intake.received_at(record.attributes.get("SentTimestamp")),
@@ -54,22 +54,28 @@ def _receive_record(record: SQSRecord) -> None:
         logger.exception("delivery failed", extra=keys)
         raise
 
-    if receipt.admission is None:
+    for receipt in receipts:
+        _log_receipt(receipt, {**keys, "source": receipt.source})
+
+
+def _log_receipt(receipt: intake.Receipt, keys: dict[str, Any]) -> None:
+    admission = receipt.admission
+    if admission is None:
         logger.warning("delivery quarantined", extra={**keys, "error": receipt.error})
         return
-    admission = receipt.admission
-    logger.info(
-        "delivery received",
-        extra={
-            **keys,
-            "outcome": receipt.outcome.value,
-            "finding_id": admission.finding.id,
-            "finding_type": admission.finding.type,
-            "incident_id": admission.incident_id,
-            "execution_name": admission.execution_name,
-            "dry_run": admission.dry_run,
-        },
-    )
+    keys = {
+        **keys,
+        "outcome": receipt.outcome.value,
+        "finding_id": admission.finding.id,
+        "finding_type": admission.finding.type,
+        "incident_id": admission.incident_id,
+        "execution_name": admission.execution_name,
+        "dry_run": admission.dry_run,
+    }
+    if receipt.outcome is intake.Outcome.SKIPPED:
+        logger.info("finding skipped", extra={**keys, "reason": receipt.error})
+        return
+    logger.info("delivery received", extra=keys)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -1,4 +1,8 @@
-"""Intake of finding deliveries: validate, name and start one execution per finding update."""
+"""Intake of finding deliveries: validate, name and start one execution per finding update.
+
+One delivery (an SQS message) holds one finding, or, as a Security Hub event, several: each
+finding is admitted, started or quarantined on its own.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from cloud_sniper.domain import naming
+from cloud_sniper.domain import asff, naming
 from cloud_sniper.domain.errors import InvalidFindingError
 from cloud_sniper.domain.models import Finding
-from cloud_sniper.domain.normalize import normalize, peel_replay
+from cloud_sniper.domain.normalize import normalize, peel_replay, unwrap
 
 # Step Functions refuses an execution input larger than 256 KiB.
 MAX_EXECUTION_INPUT_BYTES = 256 * 1024
@@ -29,6 +33,8 @@ class Outcome(StrEnum):
     STARTED = "started"
     DUPLICATE = "duplicate"  # the execution already exists: an earlier delivery started it
     QUARANTINED = "quarantined"
+    # A Security Hub finding resolved, suppressed or archived: nothing to act on.
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)
@@ -44,17 +50,18 @@ class Admission:
 
 @dataclass(frozen=True)
 class Receipt:
-    """What became of one delivery."""
+    """What became of one finding of a delivery."""
 
     outcome: Outcome
+    source: str  # "<queue name>#<message id>", and "#<n>" for the n-th finding of several
     admission: Admission | None = None
     error: str | None = None
 
 
-def admit(body: str, received_at: datetime) -> Admission:
-    """Read one delivery (an SQS message body) and build the execution that will handle it.
+def read(body: str) -> tuple[list[dict], bool]:
+    """The findings' deliveries in one SQS message body, one per finding, and its dry-run flag.
 
-    Raises InvalidFindingError naming the field when the delivery is not a finding we can read.
+    Raises InvalidFindingError naming the field when the body holds no delivery we can read.
     """
     try:
         document = json.loads(body)
@@ -63,6 +70,14 @@ def admit(body: str, received_at: datetime) -> Admission:
             f"event: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from exc
     delivery, dry_run = peel_replay(document)
+    return asff.split(delivery), dry_run
+
+
+def admit(delivery: dict, dry_run: bool, received_at: datetime) -> Admission:
+    """Build the execution that will handle one finding's delivery.
+
+    Raises InvalidFindingError naming the field when the delivery is not a finding we can read.
+    """
     finding = normalize(delivery)
 
     incident = naming.incident_id(finding.source, finding.id)
@@ -88,19 +103,59 @@ def admit(body: str, received_at: datetime) -> Admission:
     )
 
 
-def receive(body: str, *, source: str, received_at: datetime, pipeline: Pipeline) -> Receipt:
-    """Start the execution for one delivery, or quarantine it when it cannot be read.
+def receive(body: str, *, source: str, received_at: datetime, pipeline: Pipeline) -> list[Receipt]:
+    """Start the execution of each finding in one delivery; quarantine those it cannot read.
 
-    AWS failures propagate, so that the delivery is retried.
+    A Security Hub finding that is resolved, suppressed or archived is skipped. AWS failures
+    propagate, so that the delivery is retried: the executions already started are then
+    duplicates, and nothing is quarantined before every execution has started.
     """
     try:
-        admission = admit(body, received_at)
+        deliveries, dry_run = read(body)
     except InvalidFindingError as exc:
         pipeline.quarantine(body, str(exc), source)
-        return Receipt(Outcome.QUARANTINED, error=str(exc))
+        return [Receipt(Outcome.QUARANTINED, source, error=str(exc))]
 
-    started = pipeline.start_execution(admission.execution_name, admission.state)
-    return Receipt(Outcome.STARTED if started else Outcome.DUPLICATE, admission=admission)
+    receipts: list[Receipt] = []
+    rejected: list[tuple[str, Receipt]] = []
+    several = len(deliveries) > 1
+    for number, delivery in enumerate(deliveries, start=1):
+        where = f"{source}#{number}" if several else source
+        try:
+            admission = admit(delivery, dry_run, received_at)
+        except InvalidFindingError as exc:
+            # One finding of several is kept alone, so that a replay of it reads it alone.
+            kept = _message(delivery, dry_run) if several else body
+            rejected.append((kept, Receipt(Outcome.QUARANTINED, where, error=str(exc))))
+            continue
+        reason = _closed(delivery)
+        if reason is not None:
+            receipts.append(Receipt(Outcome.SKIPPED, where, admission, error=reason))
+            continue
+        started = pipeline.start_execution(admission.execution_name, admission.state)
+        outcome = Outcome.STARTED if started else Outcome.DUPLICATE
+        receipts.append(Receipt(outcome, where, admission))
+
+    for kept, receipt in rejected:
+        pipeline.quarantine(kept, receipt.error or "", receipt.source)
+    return receipts + [receipt for _, receipt in rejected]
+
+
+def _closed(delivery: dict) -> str | None:
+    # EventBridge cannot leave these out: its rules match an event when any of its findings
+    # matches, and the local runtime's emulated rules cannot read into arrays of objects.
+    finding, _ = unwrap(delivery)
+    return asff.closed(finding) if asff.is_finding(finding) else None
+
+
+def _message(delivery: dict, dry_run: bool) -> str:
+    if dry_run:
+        delivery = {
+            "source": naming.EVENT_SOURCE,
+            "detail-type": naming.REPLAY_DETAIL_TYPE,
+            "detail": {"finding": delivery, "dry_run": True},
+        }
+    return json.dumps(delivery, separators=(",", ":"))
 
 
 def ingest(state: Any) -> Finding:

@@ -69,6 +69,15 @@ def test_stacks_depend_only_for_deployment_order(assembly):
             },
         ),
         (
+            "security hub, default bus",
+            {
+                "EventPattern": {
+                    "source": ["aws.securityhub"],
+                    "detail-type": ["Security Hub Findings - Imported"],
+                },
+            },
+        ),
+        (
             "project bus",
             {
                 "EventBusName": naming.EVENT_BUS,
@@ -87,6 +96,7 @@ def test_finding_rules_deliver_to_the_intake_queue_with_retries_and_a_dlq(assemb
         assembly.render(INGEST_STACK, r["Properties"])
         for r in rules
         if r["Properties"].get("EventBusName") == expected.get("EventBusName")
+        and r["Properties"]["EventPattern"]["source"] == expected["EventPattern"]["source"]
     ]
     assert len(found) == 1
     properties = found[0]

@@ -259,3 +259,108 @@ def test_ingest_state_rejects_an_unreadable_delivery(state, message):
     # Then it raises the error the state machine catches, naming the field
     with pytest.raises(InvalidFindingError, match=message):
         ingest.normalize(state, Context(function_name="cloud-sniper-ingest"))
+
+
+def test_a_security_hub_event_starts_one_execution_per_finding(aws, event):
+    # Given a Security Hub event of four findings: two to act on, one invalid, one suppressed
+    sent = event("securityhub-imported-several.json")
+    inspector_ec2, inspector_ecr, invalid, suppressed = sent["detail"]["findings"]
+
+    # When the message holding it is received
+    response = receive(record("m-1", json.dumps(sent)))
+
+    # Then the message is done with, and one execution started per finding to act on
+    assert response == {"batchItemFailures": []}
+    executions = aws.executions()
+    started = {
+        naming.execution_name(
+            finding["Id"], datetime.fromisoformat(finding["UpdatedAt"].replace("Z", "+00:00"))
+        ): finding
+        for finding in (inspector_ec2, inspector_ecr)
+    }
+    assert set(executions) == set(started)
+    # And each execution's event is the event with its one finding, as Security Hub sends it
+    for name, finding in started.items():
+        state = executions[name]
+        assert state["event"]["detail"]["findings"] == [finding]
+        assert state["event"]["detail-type"] == "Security Hub Findings - Imported"
+        assert state["incident_id"] == naming.incident_id("aws.securityhub", finding["Id"])
+    # And the invalid finding alone is quarantined, named by its place in the message
+    (kept,) = aws.quarantined()
+    attributes = kept["MessageAttributes"]
+    assert attributes["source"]["StringValue"] == f"{naming.INTAKE_QUEUE}#m-1#3"
+    assert attributes["error"]["StringValue"] == "finding.Severity: missing"
+    assert json.loads(kept["Body"])["detail"]["findings"] == [invalid]
+    # And the suppressed finding started nothing
+    assert suppressed["Id"] not in json.dumps(executions)
+
+
+def test_a_throttled_finding_retries_its_message_and_quarantines_once(aws, event):
+    # Given Step Functions throttles the start of the second finding of an event
+    sent = event("securityhub-imported-several.json")
+    ecr = sent["detail"]["findings"][1]
+    throttled = naming.execution_name(
+        ecr["Id"], datetime.fromisoformat(ecr["UpdatedAt"].replace("Z", "+00:00"))
+    )
+    calls = []
+
+    def throttle(params, **_):
+        if params.get("name") == throttled and not calls:
+            calls.append(params["name"])
+            raise ClientError(
+                {
+                    "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+                    "ResponseMetadata": {"HTTPStatusCode": 400},
+                },
+                "StartExecution",
+            )
+
+    adapters._stepfunctions().meta.events.register(
+        "before-parameter-build.sfn.StartExecution", throttle
+    )
+
+    # When the message is received, then received again as SQS retries it
+    other = record("m-2", json.dumps(event("guardduty-ssh-brute-force.json")))
+    first = receive(record("m-1", json.dumps(sent)), other)
+    second = receive(record("m-1", json.dumps(sent)))
+
+    # Then the first attempt is retried, the second starts the rest, and the invalid finding is
+    # quarantined once
+    assert first == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    assert second == {"batchItemFailures": []}
+    assert throttled in aws.executions()
+    assert len(aws.executions()) == 3
+    assert len(aws.quarantined()) == 1
+
+
+def test_a_guardduty_finding_via_security_hub_is_a_duplicate_of_its_direct_delivery(aws, event):
+    # Given a GuardDuty finding update received from GuardDuty
+    receive(record("m-1", json.dumps(event("guardduty-ssh-brute-force.json"))))
+
+    # When the same update arrives through Security Hub
+    response = receive(
+        record("m-2", json.dumps(event("securityhub-guardduty-ssh-brute-force.json")))
+    )
+
+    # Then no second execution starts: it has the same name, for the same incident
+    assert response == {"batchItemFailures": []}
+    executions = aws.executions()
+    assert list(executions) == [naming.execution_name(SSH_ID, SSH_UPDATED)]
+    state = executions[naming.execution_name(SSH_ID, SSH_UPDATED)]
+    assert state["incident_id"] == naming.incident_id("aws.guardduty", SSH_ID)
+    assert state["event"]["source"] == "aws.guardduty"
+
+
+def test_ingest_state_normalizes_a_security_hub_delivery(aws, event):
+    # Given the state of an execution started for one finding of a Security Hub event
+    receive(record("m-1", json.dumps(event("securityhub-imported-several.json"))))
+    state = next(
+        s for s in aws.executions().values() if "inspector" in json.dumps(s["event"]["detail"])
+    )
+
+    # When the Ingest state runs
+    finding = ingest.normalize(state, Context(function_name="cloud-sniper-ingest"))
+
+    # Then it returns that finding
+    assert finding["product"] == "Inspector"
+    assert finding["source"] == "aws.securityhub"
