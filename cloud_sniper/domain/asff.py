@@ -7,12 +7,11 @@ import functools
 import ipaddress
 import math
 import re
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from cloud_sniper.domain.errors import InvalidFindingError
 from cloud_sniper.domain.models import (
@@ -27,6 +26,33 @@ from cloud_sniper.domain.models import (
     Resource,
     Threat,
     severity_label,
+)
+from cloud_sniper.domain.readers import (
+    address as _address,
+)
+from cloud_sniper.domain.readers import (
+    as_dict as _dict,
+)
+from cloud_sniper.domain.readers import (
+    as_list as _list,
+)
+from cloud_sniper.domain.readers import (
+    first as _first,
+)
+from cloud_sniper.domain.readers import (
+    is_true as _is_true,
+)
+from cloud_sniper.domain.readers import (
+    json_type as _json_type,
+)
+from cloud_sniper.domain.readers import (
+    text as _str,
+)
+from cloud_sniper.domain.readers import (
+    timestamp as _timestamp,
+)
+from cloud_sniper.domain.readers import (
+    unique as _unique,
 )
 
 SCHEMA_VERSION = "2018-10-08"
@@ -90,7 +116,6 @@ _ACCOUNT_ID = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _SHA256 = re.compile(r"^[0-9A-Fa-f]{64}$")
 _ACCESS_KEY = re.compile(r"(AKIA|ASIA)[A-Z0-9]{12,124}$")
-_TIMESTAMP = TypeAdapter(datetime)
 _GUARDDUTY_FIELDS = "aws/guardduty/service/"
 # An instance's addresses inside a VPC; ASFF lists them with its public ones.
 _PRIVATE = [
@@ -826,20 +851,6 @@ def _addresses(details: dict) -> list[tuple[IndicatorKind, str]]:
     return list(dict.fromkeys(address for address in found if address))
 
 
-def _address(raw: Any) -> tuple[IndicatorKind, str] | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        address = ipaddress.ip_address(raw.strip())
-    except ValueError:
-        return None
-    # An IPv4 peer seen through a dual-stack socket is blocked and known as the IPv4 address.
-    if address.version == 6 and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    kind = IndicatorKind.IPV4 if address.version == 4 else IndicatorKind.IPV6
-    return kind, str(address)
-
-
 def _port(value: Any) -> int | None:
     if isinstance(value, str) and value.isdigit():
         value = int(value)
@@ -893,52 +904,10 @@ def _required(finding: dict, name: str) -> Any:
     return value
 
 
-def _timestamp(value: Any, path: str) -> datetime:
-    try:
-        stamp = _TIMESTAMP.validate_python(value)
-    except ValidationError as exc:
-        raise InvalidFindingError(f"{path}: {exc.errors()[0]['msg']} ({value!r:.40})") from exc
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-
-
 def _optional_timestamp(finding: dict, name: str) -> datetime | None:
     value = finding.get(name)
     return _timestamp(value, f"finding.{name}") if value else None
 
 
-def _dict(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    return value.strip() or None
-
-
-def _first(*values: str | None) -> str | None:
-    return next((value for value in values if value), None)
-
-
-def _unique(values: Iterable[str | None]) -> list[str]:
-    return list(dict.fromkeys(value for value in values if value))
-
-
-def _is_true(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
-
-
 def _not_object(value: Any) -> str:
     return "missing" if value is None else f"not a JSON object ({_json_type(value)})"
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return {dict: "object", list: "array", str: "string"}.get(type(value), type(value).__name__)

@@ -6,7 +6,6 @@ GuardDuty's own findings are read here; Security Hub's (ASFF) findings by cloud_
 from __future__ import annotations
 
 import gzip
-import ipaddress
 import json
 import math
 import re
@@ -15,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from cloud_sniper.domain import asff, naming
 from cloud_sniper.domain.errors import InvalidFindingError
@@ -36,6 +35,39 @@ from cloud_sniper.domain.models import (
     Signal,
     Threat,
     severity_label,
+)
+from cloud_sniper.domain.readers import (
+    address as _address,
+)
+from cloud_sniper.domain.readers import (
+    as_bool as _bool,
+)
+from cloud_sniper.domain.readers import (
+    as_dict as _dict,
+)
+from cloud_sniper.domain.readers import (
+    as_int as _int,
+)
+from cloud_sniper.domain.readers import (
+    as_list as _list,
+)
+from cloud_sniper.domain.readers import (
+    first as _first,
+)
+from cloud_sniper.domain.readers import (
+    is_true as _is_true,
+)
+from cloud_sniper.domain.readers import (
+    json_type as _json_type,
+)
+from cloud_sniper.domain.readers import (
+    text as _str,
+)
+from cloud_sniper.domain.readers import (
+    timestamp as _timestamp,
+)
+from cloud_sniper.domain.readers import (
+    unique as _unique,
 )
 
 GUARDDUTY_SOURCE = "aws.guardduty"
@@ -68,7 +100,6 @@ _ROLES = {
 }
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_TIMESTAMP = TypeAdapter(datetime)
 
 # Where each Finding field comes from, to name the field of the input in an error.
 _FIELD_PATHS = {
@@ -387,16 +418,6 @@ def _region(value: Any) -> str:
     return value
 
 
-def _timestamp(value: Any, path: str) -> datetime:
-    try:
-        stamp = _TIMESTAMP.validate_python(value)
-    except ValidationError as exc:
-        reason = exc.errors()[0]["msg"]
-        raise InvalidFindingError(f"{path}: {reason} ({value!r:.40})") from exc
-    # GuardDuty writes UTC; a timestamp without a zone is read as UTC so every one compares.
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-
-
 def _optional_timestamp(service: dict, name: str) -> datetime | None:
     value = service.get(name)
     return _timestamp(value, f"finding.service.{name}") if value else None
@@ -413,10 +434,6 @@ def _additional_info(service: dict) -> dict:
     except json.JSONDecodeError:
         return info
     return {**info, **decoded} if isinstance(decoded, dict) else info
-
-
-def _is_true(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 
 
 def _invalid_from(error: ValidationError) -> InvalidFindingError:
@@ -959,20 +976,6 @@ def _addresses(details: dict) -> list[tuple[IndicatorKind, str]]:
     return list(dict.fromkeys(address for address in found if address))
 
 
-def _address(raw: Any) -> tuple[IndicatorKind, str] | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        address = ipaddress.ip_address(raw.strip())
-    except ValueError:
-        return None
-    # An IPv4 peer seen through a dual-stack socket is blocked and known as the IPv4 address.
-    if address.version == 6 and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    kind = IndicatorKind.IPV4 if address.version == 4 else IndicatorKind.IPV6
-    return kind, str(address)
-
-
 def _port(details: Any) -> int | None:
     port = _dict(details).get("port")
     return port if _is_port(port) else None
@@ -999,43 +1002,3 @@ def _object(value: Any, path: str) -> dict:
     if value is None:
         raise InvalidFindingError(f"{path}: missing")
     raise InvalidFindingError(f"{path}: not a JSON object ({_json_type(value)})")
-
-
-def _dict(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    return value.strip() or None
-
-
-def _bool(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _first(*values: str | None) -> str | None:
-    return next((value for value in values if value), None)
-
-
-def _unique(values: Iterable[str | None]) -> list[str]:
-    return list(dict.fromkeys(value for value in values if value))
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return {dict: "object", list: "array", str: "string"}.get(type(value), type(value).__name__)
