@@ -18,11 +18,14 @@ TABLE_KEYS: dict[str, tuple[str, str | None]] = {
     naming.INCIDENTS_TABLE: ("incident_id", None),
     naming.BLOCKS_TABLE: ("block_id", None),
     naming.APPROVALS_TABLE: ("approval_id", None),
+    naming.ACTIONS_TABLE: ("record_id", None),
 }
 # Each table's global secondary indexes: index name → partition key.
 TABLE_INDEXES: dict[str, dict[str, str]] = {
     # The report lists the blocks a failed execution left in force.
     naming.BLOCKS_TABLE: {naming.BLOCKS_BY_INCIDENT_INDEX: "incident_id"},
+    # Rollback finds what an incident did through it.
+    naming.ACTIONS_TABLE: {naming.ACTIONS_BY_INCIDENT_INDEX: "incident_id"},
 }
 
 

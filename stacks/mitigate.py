@@ -9,6 +9,7 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from cloud_sniper.domain import naming
+from services.mitigate.catalogue import catalogue
 from stacks import config, references
 from stacks.config import FUNCTIONS, WAF_SCOPE, Settings
 from stacks.nag import acknowledge
@@ -64,6 +65,7 @@ class MitigateStack(Stack):
             "WAF_IPV6_SET_NAME": naming.WAF_IPV6_SET,
             "NACL_RULE_RANGE": settings.nacl_rule_range,
             "DEFAULT_BLOCK_TTL_SECONDS": str(settings.block_ttl_seconds),
+            "ACTIONS_TABLE": naming.ACTIONS_TABLE,
         }
         self.mitigate = ServiceFunction(
             self,
@@ -74,6 +76,7 @@ class MitigateStack(Stack):
             environment=environment,
         )
         self._allow_blocks(self.mitigate, create_nacl_entries=True)
+        self._allow_catalogue(self.mitigate, expiring_only=False)
 
         self.expire = ServiceFunction(
             self,
@@ -84,6 +87,7 @@ class MitigateStack(Stack):
             environment=environment,
         )
         self._allow_blocks(self.expire, create_nacl_entries=False)
+        self._allow_catalogue(self.expire, expiring_only=True)
         events.Rule(
             self,
             "ExpirySchedule",
@@ -96,6 +100,39 @@ class MitigateStack(Stack):
                 )
             ],
         )
+
+    def _allow_catalogue(self, function: ServiceFunction, *, expiring_only: bool) -> None:
+        """Grant each action of the response catalogue the permissions it declares, and no more.
+
+        The expiry run only undoes the actions that expire, so it gets only theirs.
+        """
+        actions = references.table(function, naming.ACTIONS_TABLE)
+        if expiring_only:
+            actions.grant(function.role, "dynamodb:Scan", "dynamodb:PutItem")
+        else:
+            actions.grant(function.role, "dynamodb:GetItem", "dynamodb:PutItem")
+
+        for kind, action in sorted(catalogue().items()):
+            if expiring_only and not action.expires:
+                continue
+            for number, permission in enumerate(action.permissions):
+                resources = [
+                    resource.format(
+                        partition=self.partition, region=self.region, account=self.account
+                    )
+                    for resource in permission.resources
+                ]
+                policy = function.allow(
+                    f"{_construct_name(kind.value)}{number}", permission.actions, resources
+                )
+                wildcards = [r for r in permission.resources if "*" in r]
+                if wildcards:
+                    acknowledge(
+                        policy,
+                        "AwsSolutions-IAM5",
+                        permission.reason,
+                        *(f"Resource::{_nag_form(r)}" for r in wildcards),
+                    )
 
     def _allow_blocks(self, function: ServiceFunction, *, create_nacl_entries: bool) -> None:
         function.allow(
@@ -136,3 +173,16 @@ class MitigateStack(Stack):
         )
         indicators = references.table(function, naming.INDICATORS_TABLE)
         indicators.grant(function.role, "dynamodb:UpdateItem")
+
+
+def _construct_name(kind: str) -> str:
+    return "".join(part.capitalize() for part in kind.split("_"))
+
+
+def _nag_form(resource: str) -> str:
+    """A resource pattern as cdk-nag writes it in a finding: pseudo parameters by name."""
+    return (
+        resource.replace("{partition}", "<AWS::Partition>")
+        .replace("{region}", "<AWS::Region>")
+        .replace("{account}", "<AWS::AccountId>")
+    )

@@ -21,6 +21,9 @@ INDICATORS_TABLE = f"{PREFIX}-indicators"
 INCIDENTS_TABLE = f"{PREFIX}-incidents"
 BLOCKS_TABLE = f"{PREFIX}-blocks"
 APPROVALS_TABLE = f"{PREFIX}-approvals"
+# Actions of the response catalogue (isolation, revocation, bucket closure, C2 cut).
+ACTIONS_TABLE = f"{PREFIX}-actions"
+ACTIONS_BY_INCIDENT_INDEX = "by-incident"
 # The blocks table's index by incident_id: the report finds an incident's blocks through it.
 BLOCKS_BY_INCIDENT_INDEX = "by-incident"
 

@@ -33,6 +33,7 @@ from cloud_sniper.domain.nacl_rules import (
     inbound,
     shadowing_allows,
 )
+from services.mitigate import catalogue
 
 logger = Logger(child=True)
 
@@ -173,6 +174,9 @@ class Ports:
     knowledge: KnowledgeBase
     rule_range: RuleRange
     default_ttl_seconds: int
+    # The response catalogue's records, and the AWS clients its actions build adapters on.
+    records: catalogue.RecordStore | None = None
+    clients: catalogue.Clients | None = None
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,9 @@ def expire_blocks(now: datetime, ports: Ports) -> ExpiryReport:
         else:
             report.expired.append(block.block_id)
 
+    if ports.records is not None and ports.clients is not None:
+        report.failed.update(catalogue.expire_records(ports.records, ports.clients, now))
+
     logger.info(
         "expiry done",
         extra={
@@ -298,8 +305,7 @@ def list_blocks(ports: Ports, active_only: bool = True) -> list[Block]:
 
 def _apply(run: _Run, dry_run: bool) -> list[ActionResult]:
     if run.action.kind not in (ActionKind.WAF_BLOCK, ActionKind.NACL_BLOCK):
-        # The policy plans these without running them; one that reaches here is never guessed at.
-        return [run.result(ActionStatus.UNAVAILABLE, f"{run.action.kind.value}: not yet available")]
+        return [_apply_from_catalogue(run, dry_run)]
     try:
         network = _network(run.action.target)
     except MitigationError as exc:
@@ -310,6 +316,23 @@ def _apply(run: _Run, dry_run: bool) -> list[ActionResult]:
     if run.action.kind is ActionKind.WAF_BLOCK:
         return _guarded(run, lambda: [_block_in_waf(run, network)])
     return _guarded(run, lambda: _block_in_nacls(run, network))
+
+
+def _apply_from_catalogue(run: _Run, dry_run: bool) -> ActionResult:
+    ports = run.ports
+    if ports.records is None or ports.clients is None:
+        return run.result(ActionStatus.UNAVAILABLE, f"{run.action.kind.value}: not configured")
+    action = catalogue.catalogue().get(run.action.kind)
+    expires = action is not None and action.expires
+    unit = catalogue.ActionRun(
+        finding=run.finding,
+        action=run.action,
+        incident_id=run.incident_id,
+        now=run.now,
+        expires_at=run.expires_at if expires else None,
+        clients=ports.clients,
+    )
+    return catalogue.run_action(unit, ports.records, dry_run)
 
 
 def _guarded(run: _Run, apply: Callable[[], list[ActionResult]]) -> list[ActionResult]:

@@ -19,6 +19,7 @@ class Settings(BaseModel):
 
     blocks_table: Annotated[str, Field(alias="BLOCKS_TABLE", min_length=1)]
     indicators_table: Annotated[str, Field(alias="INDICATORS_TABLE", min_length=1)]
+    actions_table: Annotated[str, Field(alias="ACTIONS_TABLE", min_length=1)] = naming.ACTIONS_TABLE
     waf_scope: Annotated[Literal["REGIONAL", "CLOUDFRONT"], Field(alias="WAF_SCOPE")] = "REGIONAL"
     waf_ipv4_set_name: Annotated[str, Field(alias="WAF_IPV4_SET_NAME", min_length=1)] = (
         naming.WAF_IPV4_SET

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cloud_sniper.domain import naming
+from services.mitigate.catalogue import catalogue
 
 ACCOUNT = "<AWS::Region>:<AWS::AccountId>"
 TABLE = "arn:<AWS::Partition>:dynamodb:" + ACCOUNT + ":table/{}"
@@ -33,6 +34,32 @@ def blocks_statements(*nacl_actions: str) -> set:
         ),
         (("dynamodb:UpdateItem",), (TABLE.format(naming.INDICATORS_TABLE),)),
     }
+
+
+def catalogue_statements(*, expiring_only: bool) -> set:
+    """What each action of the response catalogue declares it needs, and the actions table."""
+    table = TABLE.format(naming.ACTIONS_TABLE)
+    table_actions = (
+        ("dynamodb:PutItem", "dynamodb:Scan")
+        if expiring_only
+        else (
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+        )
+    )
+    statements = {(table_actions, (table,))}
+    for action in catalogue().values():
+        if expiring_only and not action.expires:
+            continue
+        for permission in action.permissions:
+            resources = tuple(
+                resource.format(
+                    partition="<AWS::Partition>", region="<AWS::Region>", account="<AWS::AccountId>"
+                )
+                for resource in permission.resources
+            )
+            statements.add((tuple(sorted(permission.actions)), tuple(sorted(resources))))
+    return statements
 
 
 EXPECTED = {
@@ -72,8 +99,10 @@ EXPECTED = {
         (("dynamodb:PutItem",), (TABLE.format(naming.APPROVALS_TABLE),)),
         (("sns:Publish",), (f"<AWS::SNS::Topic {naming.APPROVAL_TOPIC}>",)),
     },
-    "mitigate": blocks_statements("ec2:CreateNetworkAclEntry", "ec2:DeleteNetworkAclEntry"),
-    "expire": blocks_statements("ec2:DeleteNetworkAclEntry"),
+    "mitigate": blocks_statements("ec2:CreateNetworkAclEntry", "ec2:DeleteNetworkAclEntry")
+    | catalogue_statements(expiring_only=False),
+    "expire": blocks_statements("ec2:DeleteNetworkAclEntry")
+    | catalogue_statements(expiring_only=True),
     "report": {
         (
             ("dynamodb:GetItem", "dynamodb:PutItem"),

@@ -180,6 +180,7 @@ def test_receive_reads_the_intake_queue_in_batches_with_partial_failures(assembl
         (naming.INDICATORS_TABLE, [("kind", "HASH"), ("value", "RANGE")]),
         (naming.INCIDENTS_TABLE, [("incident_id", "HASH")]),
         (naming.BLOCKS_TABLE, [("block_id", "HASH")]),
+        (naming.ACTIONS_TABLE, [("record_id", "HASH")]),
         (naming.APPROVALS_TABLE, [("approval_id", "HASH")]),
     ],
 )
@@ -201,6 +202,10 @@ def test_tables_are_on_demand_encrypted_recoverable_and_retained(assembly, table
         (naming.INDICATORS_TABLE, None),
         (naming.INCIDENTS_TABLE, None),
         (naming.BLOCKS_TABLE, [(naming.BLOCKS_BY_INCIDENT_INDEX, [("incident_id", "HASH")])]),
+        (
+            naming.ACTIONS_TABLE,
+            [(naming.ACTIONS_BY_INCIDENT_INDEX, [("incident_id", "HASH")])],
+        ),
         (naming.APPROVALS_TABLE, None),
     ],
 )
@@ -349,6 +354,7 @@ def test_function_handler_is_a_callable_of_its_service_package(role):
 
 MITIGATION_ENV = {
     "BLOCKS_TABLE": naming.BLOCKS_TABLE,
+    "ACTIONS_TABLE": naming.ACTIONS_TABLE,
     "INDICATORS_TABLE": naming.INDICATORS_TABLE,
     "WAF_SCOPE": "REGIONAL",
     "WAF_IPV4_SET_NAME": naming.WAF_IPV4_SET,

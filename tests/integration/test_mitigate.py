@@ -20,6 +20,7 @@ from services.mitigate import handler
 from services.mitigate.actions import Ports, apply_actions, expire_blocks, list_blocks
 from services.mitigate.adapters import Ec2NetworkAcls, WafIpSets, build_ports
 from services.mitigate.settings import Settings, load_settings
+from tests.project_tables import create_table
 
 NOW = datetime(2024, 5, 1, 11, 0, tzinfo=UTC)
 V4 = "198.51.100.7"
@@ -125,6 +126,7 @@ def account():
             AttributeDefinitions=[{"AttributeName": "block_id", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
+        create_table(dynamodb, naming.ACTIONS_TABLE)
         indicators = dynamodb.create_table(
             TableName=naming.INDICATORS_TABLE,
             KeySchema=[

@@ -11,6 +11,7 @@ from services.mitigate.actions import Ports
 from services.mitigate.adapters.blocks import DynamoBlockStore
 from services.mitigate.adapters.knowledge import DynamoKnowledgeBase
 from services.mitigate.adapters.nacl import Ec2NetworkAcls
+from services.mitigate.adapters.records import DynamoRecordStore
 from services.mitigate.adapters.waf import WafIpSets
 from services.mitigate.settings import Settings
 
@@ -21,6 +22,7 @@ CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2})
 __all__ = [
     "DynamoBlockStore",
     "DynamoKnowledgeBase",
+    "DynamoRecordStore",
     "Ec2NetworkAcls",
     "WafIpSets",
     "build_ports",
@@ -42,4 +44,19 @@ def build_ports(settings: Settings, session: Any = None) -> Ports:
         knowledge=DynamoKnowledgeBase(dynamodb.Table(settings.indicators_table)),
         rule_range=settings.nacl_rule_range,
         default_ttl_seconds=settings.default_block_ttl_seconds,
+        records=DynamoRecordStore(dynamodb.Table(settings.actions_table)),
+        clients=_Clients(session),
     )
+
+
+class _Clients:
+    """One client per AWS service, made at first use and kept for the cold start."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._made: dict[str, Any] = {}
+
+    def __call__(self, service_name: str) -> Any:
+        if service_name not in self._made:
+            self._made[service_name] = self._session.client(service_name, config=CLIENT_CONFIG)
+        return self._made[service_name]
