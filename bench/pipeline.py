@@ -55,11 +55,10 @@ def run(count: int = DEFAULT_FINDINGS) -> dict:
     from cloud_sniper.local import server
     from cloud_sniper.local.account import seed_estate
     from cloud_sniper.local.runtime import LocalCloud
-    from cloud_sniper.synth import synthesize
 
     progress("pipeline: synthesizing the app (skipped when nothing changed)")
     started = time.perf_counter()
-    assembly = synthesize(server.state_dir() / "cdk.out")
+    assembly = server.synthesize_for(None)
     synth_seconds = time.perf_counter() - started
 
     log_file = server.state_dir() / "bench-functions.log"

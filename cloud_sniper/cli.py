@@ -33,6 +33,19 @@ class EndpointSession:
     def client(self, service_name: str, **_: Any) -> Any:
         return self._clients(service_name)
 
+    def resource(self, service_name: str, **_: Any) -> Any:
+        """A boto3 resource (DynamoDB's tables) over this endpoint's client."""
+        import boto3
+
+        clients = self._clients
+
+        class Bound(boto3.session.Session):
+            # boto3 builds a resource on the client its session makes: make it ours.
+            def client(self, name: str, *args: Any, **kwargs: Any) -> Any:
+                return clients(name)
+
+        return Bound(region_name=self.region_name).resource(service_name)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cloud-sniper` command."""
@@ -359,7 +372,7 @@ def _blocks_list(args: argparse.Namespace) -> int:
             item.get("target"),
             item.get("nacl_id") or item.get("block_id", "").split("#")[1],
             item.get("rule_number", ""),
-            item.get("status"),
+            _block_status(item),
             item.get("expires_at"),
             item.get("incident_id"),
         )
@@ -369,6 +382,14 @@ def _blocks_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no blocks in force" if not args.all else "no blocks recorded")
     return EXIT_OK
+
+
+def _block_status(item: dict[str, Any]) -> str:
+    """A block's status, "queued" for a WAF block the WAF writer has not put in its set yet."""
+    status = str(item.get("status"))
+    if item.get("kind") == "waf_block" and status == "active" and not item.get("written_at"):
+        return "queued"
+    return status
 
 
 def _blocks_expire(args: argparse.Namespace) -> int:
@@ -381,6 +402,95 @@ def _blocks_expire(args: argparse.Namespace) -> int:
         raise CliError(f"the expiry run failed: {payload.get('errorMessage', payload)}")
     print(json.dumps(payload, indent=2, default=str))
     return EXIT_OK
+
+
+def _actions_list(args: argparse.Namespace) -> int:
+    from cloud_sniper import responses
+
+    ports = _ports(args)
+    with _response_errors():
+        records = responses.list_actions(ports, include_all=args.all, incident_id=args.incident)
+    if args.json:
+        print(json.dumps([record.model_dump(mode="json") for record in records], indent=2))
+        return EXIT_OK
+    _table(responses.ACTION_COLUMNS, [responses.action_row(record) for record in records])
+    if not records:
+        print("no actions in force" if not args.all else "no actions recorded")
+    return EXIT_OK
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from cloud_sniper import responses
+
+    session = _session(args)
+    ports = _ports(args, session)
+    with _response_errors():
+        recorded = responses.incident_recorded(session, args.incident_id)
+        done = responses.rollback(
+            args.incident_id,
+            ports,
+            who=_approver(session),
+            reason=args.reason,
+            now=datetime.now(UTC),
+            recorded=recorded,
+            action=args.action,
+        )
+    if args.json:
+        print(json.dumps(done.model_dump(mode="json"), indent=2))
+    elif not done.undone and not done.failed:
+        print(f"{args.incident_id}: nothing in force to roll back")
+    else:
+        for undone in done.undone:
+            print(f"undone {undone.kind.value} {undone.target}: {undone.detail}")
+        for failed_id, error in done.failed.items():
+            print(f"NOT undone {failed_id}: {error}")
+        print(f"{args.incident_id}: {len(done.undone)} undone by {done.undone_by}")
+    if done.failed:
+        print(f"{len(done.failed)} still in force: run the rollback again", file=sys.stderr)
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
+def _release(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from cloud_sniper import responses
+
+    session = _session(args)
+    ports = _ports(args, session)
+    with _response_errors():
+        record = responses.release(
+            args.instance_id, ports, _approver(session), args.reason, datetime.now(UTC)
+        )
+    if args.json:
+        print(json.dumps(record.model_dump(mode="json"), indent=2))
+    else:
+        print(
+            f"released {args.instance_id} (isolated by {record.incident_id}): {record.verification}"
+        )
+    return EXIT_OK
+
+
+def _ports(args: argparse.Namespace, session: Any = None) -> Any:
+    """The mitigate service's adapters over the account's session."""
+    from cloud_sniper import responses
+
+    return responses.connect(session or _session(args))
+
+
+@contextmanager
+def _response_errors() -> Iterator[None]:
+    from cloud_sniper.domain.errors import TransientAwsError
+    from cloud_sniper.responses import ResponseError
+
+    try:
+        yield
+    except ResponseError as exc:
+        raise CliError(str(exc)) from exc
+    except TransientAwsError as exc:
+        raise CliError(f"{exc}; try again") from exc
 
 
 def _local_up(args: argparse.Namespace) -> int:
@@ -667,6 +777,7 @@ def _print_results(
                 "  (--ephemeral: these end with this process; use the local server to answer later)"
             )
     print("blocks in force: cloud-sniper blocks list")
+    print("isolations, revocations, closures in force: cloud-sniper actions list")
     print("each execution's path: cloud-sniper executions show NAME")
 
 
@@ -801,6 +912,53 @@ def _parser() -> argparse.ArgumentParser:
     expire = block_commands.add_parser("expire", help="run the expiry now")
     account_options(expire)
     expire.set_defaults(command_function=_blocks_expire)
+
+    actions = commands.add_parser(
+        "actions",
+        help="what the response catalogue did: isolations, revocations, bucket closures, C2 cuts",
+    )
+    action_commands = actions.add_subparsers(title="actions commands", required=True)
+    listing = action_commands.add_parser(
+        "list",
+        help="actions in force; the WAF and network ACL blocks are in `blocks list`",
+        description="The response catalogue's actions in force (all with --all, with who undid "
+        "each, when and why). The WAF and network ACL blocks are not among them: "
+        "`cloud-sniper blocks list` shows those.",
+    )
+    listing.add_argument("--all", action="store_true", help="undone and expired ones too")
+    listing.add_argument("--incident", metavar="ID", help="only the actions of this incident")
+    account_options(listing)
+    listing.set_defaults(command_function=_actions_list)
+
+    rollback = commands.add_parser(
+        "rollback",
+        help="undo what an incident did: its actions and its WAF and network ACL blocks in force",
+        description="Undo what an incident did: each response catalogue action of it in force "
+        "(isolation, revocation, bucket closure, C2 cut) through the action's own undo, and its "
+        "WAF and network ACL blocks in force, lifted as their expiry would lift them. Each action "
+        "is recorded with who undid it (the caller's identity) and why, each block as rolled "
+        "back. Twice is harmless: the second finds nothing in force.",
+    )
+    rollback.add_argument("incident_id", metavar="INCIDENT_ID", help="inc-..., as reports name it")
+    rollback.add_argument(
+        "--action",
+        metavar="ACTION_ID",
+        help="only this one: an action id (kind:target), a record id (kind#target) or a block id",
+    )
+    rollback.add_argument("--reason", required=True, help="why, for the action's record")
+    account_options(rollback)
+    rollback.set_defaults(command_function=_rollback)
+
+    release = commands.add_parser(
+        "release",
+        help="undo the isolation of an instance: its security groups put back",
+        description="Undo the isolation of an instance: its security groups, protections, Auto "
+        "Scaling and load balancer membership put back; the forensic snapshots are kept.",
+    )
+    release.add_argument("instance_id", metavar="INSTANCE_ID")
+    release.add_argument("--reason", required=True, help="why, for the isolation's record")
+    account_options(release)
+    release.set_defaults(command_function=_release)
 
     local = commands.add_parser("local", help="the local server: an emulated account on loopback")
     local_commands = local.add_subparsers(title="local commands", required=True)

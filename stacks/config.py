@@ -108,6 +108,13 @@ FUNCTIONS = {
             "Removes the blocks whose time is up",
         ),
         FunctionSpec(
+            "waf_writer",
+            "mitigate",
+            "services.mitigate.handler.waf_writer",
+            60,
+            "Applies the queued WAF IP set changes, one update per set per interval",
+        ),
+        FunctionSpec(
             "report",
             "report",
             "services.report.handler.report",
@@ -125,6 +132,15 @@ INTAKE_MAX_RECEIVE_COUNT = 5
 INTAKE_BATCH_SIZE = 10
 INTAKE_BATCHING_WINDOW = Duration.seconds(1)
 DLQ_RETENTION = Duration.days(14)
+
+# The WAF writer: one function, alone on its queue, takes a whole interval's changes at once.
+WAF_WRITER_CONCURRENCY = 1
+# Lambda's event source mapping polls with two pollers at the least; the one reserved
+# concurrency throttles the second, whose batch returns to the queue, hence the receive count.
+WAF_WRITER_POLLERS = 2
+WAF_CHANGES_BATCH_SIZE = 10_000  # the most a standard queue's event source mapping takes
+WAF_CHANGES_MAX_RECEIVE_COUNT = 10
+WAF_CHANGES_RETENTION = Duration.days(4)
 
 # EventBridge retries a failed delivery to the queue this often and this long, then dead-letters.
 RULE_RETRY_ATTEMPTS = 8
@@ -148,10 +164,13 @@ RETRY_BACKOFF_RATE = 2
 CONTEXT_DEFAULTS: dict[str, Any] = {
     "policy": "cloud_sniper/data/default-policy.yaml",
     "nacl_rule_range": "50-99",
+    "nacl_entry_limit": 20,
     "block_ttl_seconds": 86400,
     "log_level": "INFO",
     "log_retention_days": 90,
     "alarm_period_minutes": 5,
+    # The WAF writer's interval: how long its event source mapping gathers changes into a batch.
+    "waf_writer_interval_seconds": 30,
 }
 
 _RETENTION = {
@@ -179,10 +198,18 @@ class Settings:
 
     policy: Path
     nacl_rule_range: str
+    nacl_entry_limit: int
     block_ttl_seconds: int
     log_level: str
     log_retention: logs.RetentionDays
     alarm_period: Duration
+    waf_writer_interval: Duration = Duration.seconds(30)
+
+    @property
+    def waf_changes_visibility_timeout(self) -> Duration:
+        """AWS's advice for a batching window: six times the consumer's timeout, plus the window."""
+        timeout = FUNCTIONS["waf_writer"].timeout_seconds
+        return Duration.seconds(6 * timeout + self.waf_writer_interval.to_seconds())
 
     @classmethod
     def from_context(cls, context: Mapping[str, Any]) -> Settings:
@@ -197,6 +224,11 @@ class Settings:
             nacl_rule_range = str(RuleRange.parse(str(values["nacl_rule_range"])))
         except ValueError as exc:
             raise ConfigError(f"context nacl_rule_range: {exc}") from exc
+        nacl_entry_limit = _positive_int(values, "nacl_entry_limit")
+        if nacl_entry_limit > 40:
+            raise ConfigError(
+                f"context nacl_entry_limit: {nacl_entry_limit} is over 40, the most AWS allows"
+            )
         log_level = str(values["log_level"]).upper()
         if log_level not in _LOG_LEVELS:
             raise ConfigError(f"context log_level: {log_level!r} is not one of {_LOG_LEVELS}")
@@ -206,13 +238,22 @@ class Settings:
                 f"context log_retention_days: {retention_days} is not one of {sorted(_RETENTION)}"
             )
 
+        interval = _positive_int(values, "waf_writer_interval_seconds")
+        if interval > 300:
+            raise ConfigError(
+                f"context waf_writer_interval_seconds: {interval} is over 300, the longest "
+                "batching window Lambda allows"
+            )
+
         return cls(
             policy=policy,
             nacl_rule_range=nacl_rule_range,
+            nacl_entry_limit=nacl_entry_limit,
             block_ttl_seconds=_positive_int(values, "block_ttl_seconds"),
             log_level=log_level,
             log_retention=_RETENTION[retention_days],
             alarm_period=Duration.minutes(_positive_int(values, "alarm_period_minutes")),
+            waf_writer_interval=Duration.seconds(interval),
         )
 
 

@@ -19,7 +19,10 @@ TABLE_KEYS: dict[str, tuple[str, str | None]] = {
     naming.BLOCKS_TABLE: ("block_id", None),
     naming.APPROVALS_TABLE: ("approval_id", None),
     naming.ACTIONS_TABLE: ("record_id", None),
+    naming.BUDGET_TABLE: ("window", None),
 }
+# Tables whose items DynamoDB deletes once the epoch second in this attribute has passed.
+TABLE_TTL: dict[str, str] = {naming.BUDGET_TABLE: "expires_at_epoch"}
 # Each table's global secondary indexes: index name → partition key.
 TABLE_INDEXES: dict[str, dict[str, str]] = {
     # The report lists the blocks a failed execution left in force.
@@ -58,6 +61,7 @@ class DataStack(Stack):
                 point_in_time_recovery_enabled=True
             ),
             removal_policy=RemovalPolicy.RETAIN,
+            time_to_live_attribute=TABLE_TTL.get(name),
         )
         for index_name, index_key in TABLE_INDEXES.get(name, {}).items():
             table.add_global_secondary_index(

@@ -22,6 +22,11 @@ from stacks.config import FUNCTIONS, ConfigError, Settings
 from stacks.nag import acknowledge
 from stacks.service_function import ServiceCode, ServiceFunction
 
+_DEPENDENTS_REASON = (
+    "The Auto Scaling and load balancer Describe* calls accept no resource but '*'; decide "
+    "counts what depends on an instance before it isolates it automatically."
+)
+
 
 class DecideStack(Stack):
     """The decide step, and the approval request with the topic approvers subscribe to."""
@@ -41,7 +46,10 @@ class DecideStack(Stack):
             spec=FUNCTIONS["decide"],
             code=code,
             settings=settings,
-            environment={"POLICY_PARAMETER": naming.POLICY_PARAMETER},
+            environment={
+                "POLICY_PARAMETER": naming.POLICY_PARAMETER,
+                "BUDGET_TABLE": naming.BUDGET_TABLE,
+            },
         )
         self.decide.allow("ReadPolicy", ["ssm:GetParameter"], [self.policy.parameter_arn])
         estate = self.decide.allow(
@@ -56,6 +64,7 @@ class DecideStack(Stack):
             "IPs and NAT gateway addresses so that it never blocks them.",
             "Resource::*",
         )
+        self._allow_safeguards()
 
         self.approval_topic = sns.Topic(
             self,
@@ -84,6 +93,33 @@ class DecideStack(Stack):
         self.request_approval.allow(
             "PublishApprovals", ["sns:Publish"], [self.approval_topic.topic_arn]
         )
+
+    def _allow_safeguards(self) -> None:
+        """What the blast radius reads and the hourly budget writes."""
+        dependents = self.decide.allow(
+            "DescribeDependents",
+            [
+                "autoscaling:DescribeAutoScalingInstances",
+                "elasticloadbalancing:DescribeTargetGroups",
+                "elasticloadbalancing:DescribeTargetHealth",
+            ],
+            ["*"],
+        )
+        acknowledge(dependents, "AwsSolutions-IAM5", _DEPENDENTS_REASON, "Resource::*")
+        websites = self.decide.allow(
+            "ReadBucketWebsites",
+            ["s3:GetBucketWebsite"],
+            [f"arn:{self.partition}:s3:::*"],
+        )
+        acknowledge(
+            websites,
+            "AwsSolutions-IAM5",
+            "Any bucket a finding names may be the one to close: decide reads whether it "
+            "serves a website before closing it automatically.",
+            "Resource::arn:<AWS::Partition>:s3:::*",
+        )
+        budget = references.table(self, naming.BUDGET_TABLE)
+        budget.grant(self.decide.role, "dynamodb:UpdateItem")
 
 
 def policy_parameter(scope: Construct, policy: Path) -> ssm.StringParameter:

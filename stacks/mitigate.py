@@ -1,10 +1,13 @@
-"""CloudSniper-Mitigate: the blocks, in WAF IP sets and network ACLs, and their expiry."""
+"""CloudSniper-Mitigate: the blocks in WAF IP sets and network ACLs, the WAF writer, the expiry."""
 
 from __future__ import annotations
 
 from aws_cdk import ArnFormat, CfnOutput, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
@@ -56,6 +59,8 @@ class MitigateStack(Stack):
                 description=f"Use this {version} IP set in a blocking rule of your web ACLs",
             )
 
+        self.changes_dead_letters, self.changes_queue = self._build_queues(settings)
+
         code = ServiceCode(self)
         environment = {
             "BLOCKS_TABLE": naming.BLOCKS_TABLE,
@@ -64,8 +69,10 @@ class MitigateStack(Stack):
             "WAF_IPV4_SET_NAME": naming.WAF_IPV4_SET,
             "WAF_IPV6_SET_NAME": naming.WAF_IPV6_SET,
             "NACL_RULE_RANGE": settings.nacl_rule_range,
+            "NACL_ENTRY_LIMIT": str(settings.nacl_entry_limit),
             "DEFAULT_BLOCK_TTL_SECONDS": str(settings.block_ttl_seconds),
             "ACTIONS_TABLE": naming.ACTIONS_TABLE,
+            "WAF_CHANGES_QUEUE_URL": self.changes_queue.queue_url,
         }
         self.mitigate = ServiceFunction(
             self,
@@ -75,7 +82,7 @@ class MitigateStack(Stack):
             settings=settings,
             environment=environment,
         )
-        self._allow_blocks(self.mitigate, create_nacl_entries=True)
+        self._allow_blocks(self.mitigate, applies=True)
         self._allow_catalogue(self.mitigate, expiring_only=False)
 
         self.expire = ServiceFunction(
@@ -86,7 +93,7 @@ class MitigateStack(Stack):
             settings=settings,
             environment=environment,
         )
-        self._allow_blocks(self.expire, create_nacl_entries=False)
+        self._allow_blocks(self.expire, applies=False)
         self._allow_catalogue(self.expire, expiring_only=True)
         events.Rule(
             self,
@@ -99,6 +106,89 @@ class MitigateStack(Stack):
                     self.expire.function, retry_attempts=2, max_event_age=Duration.minutes(10)
                 )
             ],
+        )
+
+        self.waf_writer = self._build_waf_writer(code, settings)
+        self._build_alarm(settings)
+
+    def _build_queues(self, settings: Settings) -> tuple[sqs.Queue, sqs.Queue]:
+        dead_letters = sqs.Queue(
+            self,
+            "WafChangesDeadLetterQueue",
+            queue_name=naming.WAF_CHANGES_DLQ,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=config.DLQ_RETENTION,
+        )
+        queue = sqs.Queue(
+            self,
+            "WafChangesQueue",
+            queue_name=naming.WAF_CHANGES_QUEUE,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            visibility_timeout=settings.waf_changes_visibility_timeout,
+            retention_period=config.WAF_CHANGES_RETENTION,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=dead_letters, max_receive_count=config.WAF_CHANGES_MAX_RECEIVE_COUNT
+            ),
+        )
+        return dead_letters, queue
+
+    def _build_waf_writer(self, code: ServiceCode, settings: Settings) -> ServiceFunction:
+        """The one writer of the IP sets: an interval's changes, one update per set."""
+        writer = ServiceFunction(
+            self,
+            "WafWriter",
+            spec=FUNCTIONS["waf_writer"],
+            code=code,
+            settings=settings,
+            environment={
+                "BLOCKS_TABLE": naming.BLOCKS_TABLE,
+                "WAF_SCOPE": WAF_SCOPE,
+                "WAF_IPV4_SET_NAME": naming.WAF_IPV4_SET,
+                "WAF_IPV6_SET_NAME": naming.WAF_IPV6_SET,
+            },
+            reserved_concurrency=config.WAF_WRITER_CONCURRENCY,
+        )
+        writer.function.add_event_source(
+            sources.SqsEventSource(
+                self.changes_queue,
+                batch_size=config.WAF_CHANGES_BATCH_SIZE,
+                max_batching_window=settings.waf_writer_interval,
+                max_concurrency=config.WAF_WRITER_POLLERS,
+                report_batch_item_failures=True,
+            )
+        )
+        writer.allow(
+            "WafIpSets",
+            ["wafv2:GetIPSet", "wafv2:UpdateIPSet"],
+            [ip_set.attr_arn for ip_set in self.ip_sets.values()],
+        )
+        acknowledge(
+            writer.allow("Lookups", ["wafv2:ListIPSets"], ["*"]),
+            "AwsSolutions-IAM5",
+            _LOOKUPS_REASON,
+            "Resource::*",
+        )
+        # Whether each change still holds, and which blocks are now in their set.
+        blocks = references.table(writer, naming.BLOCKS_TABLE)
+        blocks.grant(writer.role, "dynamodb:BatchGetItem", "dynamodb:UpdateItem")
+        return writer
+
+    def _build_alarm(self, settings: Settings) -> None:
+        cloudwatch.Alarm(
+            self,
+            "WafChangesDeadLetters",
+            alarm_name=f"{naming.WAF_CHANGES_DLQ}-not-empty",
+            alarm_description="WAF IP set changes the writer could not apply: a set full, "
+            "missing or refusing; see the WAF writer's logs",
+            metric=self.changes_dead_letters.metric_approximate_number_of_messages_visible(
+                period=settings.alarm_period, statistic="Maximum"
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
     def _allow_catalogue(self, function: ServiceFunction, *, expiring_only: bool) -> None:
@@ -134,21 +224,18 @@ class MitigateStack(Stack):
                         *(f"Resource::{_nag_form(r)}" for r in wildcards),
                     )
 
-    def _allow_blocks(self, function: ServiceFunction, *, create_nacl_entries: bool) -> None:
-        function.allow(
-            "WafIpSets",
-            ["wafv2:GetIPSet", "wafv2:UpdateIPSet"],
-            [ip_set.attr_arn for ip_set in self.ip_sets.values()],
-        )
+    def _allow_blocks(self, function: ServiceFunction, *, applies: bool) -> None:
+        # The IP sets change through the WAF writer alone: these functions only ask it to.
+        self.changes_queue.grant(function.role, "sqs:SendMessage")
         acknowledge(
-            function.allow("Lookups", ["wafv2:ListIPSets", "ec2:DescribeNetworkAcls"], ["*"]),
+            function.allow("Lookups", ["ec2:DescribeNetworkAcls"], ["*"]),
             "AwsSolutions-IAM5",
             _LOOKUPS_REASON,
             "Resource::*",
         )
 
         entry_actions = ["ec2:DeleteNetworkAclEntry"]
-        if create_nacl_entries:
+        if applies:
             entry_actions.insert(0, "ec2:CreateNetworkAclEntry")
         network_acls = self.format_arn(
             service="ec2",
@@ -164,13 +251,16 @@ class MitigateStack(Stack):
         )
 
         blocks = references.table(function, naming.BLOCKS_TABLE)
-        blocks.grant(
-            function.role,
+        block_actions = [
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
             "dynamodb:Scan",
-        )
+        ]
+        if applies:
+            # A block whose change never reached the writer is forgotten (BlockStore.discard).
+            block_actions.append("dynamodb:DeleteItem")
+        blocks.grant(function.role, *block_actions)
         indicators = references.table(function, naming.INDICATORS_TABLE)
         indicators.grant(function.role, "dynamodb:UpdateItem")
 

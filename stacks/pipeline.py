@@ -106,6 +106,9 @@ class PipelineStack(Stack):
                     {
                         "finding": JsonPath.object_at("$.finding"),
                         "enrichment": JsonPath.object_at("$.enrichment"),
+                        # A dry run spends no budget; a retried Decide counts once.
+                        "dry_run": JsonPath.object_at("$.dry_run"),
+                        "execution": JsonPath.string_at("$$.Execution.Name"),
                     },
                     result_path="$.decision",
                     on_failure=report,

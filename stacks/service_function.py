@@ -65,6 +65,7 @@ class ServiceFunction(Construct):
         code: ServiceCode,
         settings: Settings,
         environment: Mapping[str, str] | None = None,
+        reserved_concurrency: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.spec = spec
@@ -99,6 +100,7 @@ class ServiceFunction(Construct):
             role=self.role,
             log_group=self.log_group,
             tracing=lambda_.Tracing.ACTIVE,
+            reserved_concurrent_executions=reserved_concurrency,
             environment={
                 "POWERTOOLS_SERVICE_NAME": spec.service_name,
                 "LOG_LEVEL": settings.log_level,

@@ -357,6 +357,7 @@ class Decision(Model):
 class ActionStatus(StrEnum):
     APPLIED = "applied"
     ALREADY_APPLIED = "already_applied"
+    QUEUED = "queued"  # handed to the WAF writer, which applies it within its interval
     PLANNED = "planned"  # dry run: recorded, nothing changed
     NOT_FOUND = "not_found"  # the target resource does not exist in the account
     UNAVAILABLE = "unavailable"

@@ -12,6 +12,9 @@ from datetime import datetime
 # AWS keeps last, so the highest number a rule may use is 32766.
 MIN_RULE_NUMBER = 1
 MAX_RULE_NUMBER = 32766
+# AWS's default quota of rules per direction in one network ACL (adjustable up to 40); the
+# catch-all entry does not count.
+DEFAULT_ENTRY_LIMIT = 20
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
@@ -22,6 +25,10 @@ class NaclRuleRangeError(ValueError):
 
 class NaclRangeFullError(Exception):
     """Every rule number of the range is taken by entries that are not ours to evict."""
+
+
+class NaclFullError(NaclRangeFullError):
+    """The network ACL holds its quota of entries, and none of them is ours to evict."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class OurRule:
     block_id: str
     rule_number: int
     created_at: datetime
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -97,28 +105,46 @@ def inbound(entries: Iterable[NaclEntry]) -> list[NaclEntry]:
 
 
 def allocate_rule_number(
-    rule_range: RuleRange, used: Iterable[int], ours: Iterable[OurRule]
+    rule_range: RuleRange,
+    used: Iterable[int],
+    ours: Iterable[OurRule],
+    entry_limit: int | None = None,
 ) -> Allocation:
-    """Choose the rule number for a new inbound deny entry.
+    """Choose the rule number for a new deny entry.
 
-    `used` holds every inbound rule number of the network ACL, ours and others'. The lowest number
-    of the range nobody uses wins; when there is none, the oldest of our blocks in the range gives
-    up its number. A number held by an entry that is not ours is never chosen.
+    `used` holds every rule number of the network ACL in that direction, ours and others'. The
+    lowest number of the range nobody uses wins; when there is none, or when the network ACL
+    already holds `entry_limit` entries, the block of ours that expires first gives up its
+    number. A number held by an entry that is not ours is never chosen.
     """
+    used = set(used)
     ours_in_range = [rule for rule in ours if rule.rule_number in rule_range]
-    taken = set(used) | {rule.rule_number for rule in ours_in_range}
+    taken = used | {rule.rule_number for rule in ours_in_range}
+    counted = {number for number in used if number <= MAX_RULE_NUMBER}
+    full = entry_limit is not None and len(counted) >= entry_limit
 
-    for number in range(rule_range.low, rule_range.high + 1):
-        if number not in taken:
-            return Allocation(rule_number=number)
+    if not full:
+        for number in range(rule_range.low, rule_range.high + 1):
+            if number not in taken:
+                return Allocation(rule_number=number)
 
     if not ours_in_range:
+        if full:
+            raise NaclFullError(
+                f"network ACL full: it holds {len(counted)} entries, its quota of {entry_limit}, "
+                "and none is Cloud Sniper's to evict"
+            )
         raise NaclRangeFullError(
             f"every rule number of {rule_range} is used by network ACL entries "
             "Cloud Sniper did not create; widen NACL_RULE_RANGE or free a number"
         )
-    oldest = min(ours_in_range, key=lambda rule: (rule.created_at, rule.rule_number))
-    return Allocation(rule_number=oldest.rule_number, evicted=oldest)
+    first = min(ours_in_range, key=_eviction_order)
+    return Allocation(rule_number=first.rule_number, evicted=first)
+
+
+def _eviction_order(rule: OurRule) -> tuple[datetime, datetime, int]:
+    # The block that expires first goes first: it was going to be lifted soonest anyway.
+    return (rule.expires_at or rule.created_at, rule.created_at, rule.rule_number)
 
 
 def shadowing_allows(entries: Iterable[NaclEntry], cidr: str, rule_number: int) -> list[int]:

@@ -24,11 +24,16 @@ APPROVALS_TABLE = f"{PREFIX}-approvals"
 # Actions of the response catalogue (isolation, revocation, bucket closure, C2 cut).
 ACTIONS_TABLE = f"{PREFIX}-actions"
 ACTIONS_BY_INCIDENT_INDEX = "by-incident"
+# Each clock hour's automatic actions, counted against the policy's budget.
+BUDGET_TABLE = f"{PREFIX}-budget"
 # The blocks table's index by incident_id: the report finds an incident's blocks through it.
 BLOCKS_BY_INCIDENT_INDEX = "by-incident"
 
 INTAKE_QUEUE = f"{PREFIX}-intake"
 INTAKE_DLQ = f"{PREFIX}-intake-dlq"
+# The changes to the WAF IP sets, applied by the one WAF writer, and those it could not apply.
+WAF_CHANGES_QUEUE = f"{PREFIX}-waf-changes"
+WAF_CHANGES_DLQ = f"{PREFIX}-waf-changes-dlq"
 APPROVAL_TOPIC = f"{PREFIX}-approvals"
 WAF_IPV4_SET = f"{PREFIX}-blocked-ipv4"
 WAF_IPV6_SET = f"{PREFIX}-blocked-ipv6"
@@ -44,6 +49,7 @@ FUNCTIONS = {
     "request_approval": f"{PREFIX}-request-approval",
     "mitigate": f"{PREFIX}-mitigate",
     "expire": f"{PREFIX}-expire",
+    "waf_writer": f"{PREFIX}-waf-writer",
     "report": f"{PREFIX}-report",
 }
 

@@ -34,11 +34,14 @@ from cloud_sniper.domain.models import (
     Priority,
     Refusal,
 )
+from cloud_sniper.domain.safeguards import Safeguards
 
 NO_RULE_REASON = "no policy rule matched"
 
-# The actions this version can carry out; the others are planned, reported and never run.
-AVAILABLE_ACTIONS = frozenset({ActionKind.WAF_BLOCK, ActionKind.NACL_BLOCK})
+# The actions this version can carry out; any other is planned, reported and never run. An
+# action can still be unavailable where it runs (DNS Firewall in the local emulation): mitigate
+# reports that.
+AVAILABLE_ACTIONS = frozenset(ActionKind)
 NOT_YET_AVAILABLE = "not yet available in this version of Cloud Sniper"
 
 MINUTE = 60
@@ -157,6 +160,7 @@ class Policy(Model):
     version: Literal[1]
     defaults: Defaults = Field(default_factory=Defaults)
     allowlist: list[Cidr] = Field(default_factory=list)
+    safeguards: Safeguards = Field(default_factory=Safeguards)
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("rules")
@@ -379,7 +383,11 @@ def _params(kind: ActionKind, target: str, finding: Finding) -> dict[str, Any]:
     if kind == ActionKind.C2_BLOCK:
         return {"vpc_id": resource.vpc_id, "subnet_ids": list(resource.subnet_ids)}
     if kind == ActionKind.REVOKE_CREDENTIALS:
-        return {"principal": resource.principal, "user_type": resource.user_type}
+        return {
+            "principal": resource.principal,
+            "principal_id": resource.principal_id,
+            "user_type": resource.user_type,
+        }
     return {}
 
 

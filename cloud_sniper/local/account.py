@@ -1,4 +1,8 @@
-"""Seed the emulated account with a small demo estate: VPC, subnets, ACLs, WAF, instances."""
+"""Seed the emulated account with a small demo estate: VPC, subnets, ACLs, WAF, instances.
+
+Also what the response catalogue acts on: an IAM user with an access key, an instance role with
+a session, a public bucket, and an instance in an Auto Scaling group behind a target group.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,12 @@ from typing import Any
 
 ESTATE_PARAMETER = "/cloud-sniper/local/estate"
 DEMO_RULE_PRIORITY = 0
+
+CI_USER = "ci-deploy"
+WEB_ROLE = "web-server-role"
+PUBLIC_BUCKET = "cloud-sniper-demo-public-assets"
+APP_GROUP = "app-asg"
+APP_TARGET_GROUP = "app-tg"
 
 
 def seed_estate(clients: Any) -> dict[str, str]:
@@ -52,6 +62,10 @@ def seed_estate(clients: Any) -> dict[str, str]:
     estate["web_public_ip"] = allocation["PublicIp"]
 
     estate["web_acl"] = _web_acl(clients("wafv2"))
+    estate.update(_ci_user(clients("iam")))
+    estate.update(_web_role(clients("iam"), clients("sts"), ec2, estate["web_instance"]))
+    estate["public_bucket"] = _public_bucket(clients("s3"))
+    estate.update(_app_group(ec2, clients, estate, image_id))
     clients("ssm").put_parameter(
         Name=ESTATE_PARAMETER, Value=json.dumps(estate), Type="String", Overwrite=True
     )
@@ -62,6 +76,94 @@ def load_estate(clients: Any) -> dict[str, str]:
     """The demo estate's identifiers, as seeded."""
     value = clients("ssm").get_parameter(Name=ESTATE_PARAMETER)["Parameter"]["Value"]
     return json.loads(value)
+
+
+def _ci_user(iam: Any) -> dict[str, str]:
+    """An IAM user with a long-term access key, as a CI system holds one."""
+    iam.create_user(UserName=CI_USER, Tags=[{"Key": "team", "Value": "platform"}])
+    key = iam.create_access_key(UserName=CI_USER)["AccessKey"]
+    return {"ci_user": CI_USER, "ci_access_key": key["AccessKeyId"]}
+
+
+def _web_role(iam: Any, sts: Any, ec2: Any, instance_id: str) -> dict[str, str]:
+    """The web instance's role, and a session of it as the instance holds one (an ASIA key)."""
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ec2.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    role = iam.create_role(RoleName=WEB_ROLE, AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    iam.create_instance_profile(InstanceProfileName=WEB_ROLE)
+    iam.add_role_to_instance_profile(InstanceProfileName=WEB_ROLE, RoleName=WEB_ROLE)
+    ec2.associate_iam_instance_profile(
+        IamInstanceProfile={"Name": WEB_ROLE}, InstanceId=instance_id
+    )
+    # EC2 names the instance's sessions after the instance.
+    session = sts.assume_role(RoleArn=role["Arn"], RoleSessionName=instance_id)
+    return {
+        "web_role": WEB_ROLE,
+        "web_role_session_key": session["Credentials"]["AccessKeyId"],
+        "web_role_session": session["AssumedRoleUser"]["AssumedRoleId"],
+    }
+
+
+def _public_bucket(s3: Any) -> str:
+    """A bucket anyone can read, by its ACL and its policy, with no public access block."""
+    s3.create_bucket(Bucket=PUBLIC_BUCKET)
+    s3.put_bucket_acl(Bucket=PUBLIC_BUCKET, ACL="public-read")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PublicRead",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{PUBLIC_BUCKET}/*",
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=PUBLIC_BUCKET, Policy=json.dumps(policy))
+    return PUBLIC_BUCKET
+
+
+def _app_group(ec2: Any, clients: Any, estate: dict[str, str], image_id: str) -> dict[str, str]:
+    """The app instance as a member of an Auto Scaling group and a target of a target group."""
+    template = ec2.create_launch_template(
+        LaunchTemplateName="app",
+        LaunchTemplateData={"ImageId": image_id, "InstanceType": "t3.micro"},
+    )["LaunchTemplate"]
+    autoscaling = clients("autoscaling")
+    # Empty at first, so that the group launches nothing of its own; attaching the instance
+    # raises the desired capacity to one.
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=APP_GROUP,
+        LaunchTemplate={"LaunchTemplateId": template["LaunchTemplateId"]},
+        MinSize=0,
+        MaxSize=2,
+        DesiredCapacity=0,
+        VPCZoneIdentifier=estate["app_subnet"],
+    )
+    autoscaling.attach_instances(
+        InstanceIds=[estate["app_instance"]], AutoScalingGroupName=APP_GROUP
+    )
+    elbv2 = clients("elbv2")
+    target_group = elbv2.create_target_group(
+        Name=APP_TARGET_GROUP,
+        Protocol="HTTP",
+        Port=80,
+        VpcId=estate["vpc"],
+        TargetType="instance",
+    )["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.register_targets(
+        TargetGroupArn=target_group, Targets=[{"Id": estate["app_instance"], "Port": 80}]
+    )
+    return {"app_group": APP_GROUP, "app_target_group": target_group}
 
 
 def _tag(ec2: Any, resource_id: str, name: str) -> None:

@@ -8,12 +8,13 @@ from typing import Any
 
 from cloud_sniper.local.faults import FaultRule
 
-# The finding about this address meets a WAF that throttles every write, to show the retries and
-# the failure report.
+# The finding about this address meets a WAF changes queue that throttles every change asked
+# for it, to show the retries and the failure report. (The IP sets themselves are written by the
+# WAF writer, out of the execution: a throttled set write is retried there.)
 THROTTLED_ADDRESS = "89.248.165.84"
 
 DEMO_FAULTS = [
-    FaultRule(service="wafv2", operation="UpdateIPSet", body_contains=THROTTLED_ADDRESS),
+    FaultRule(service="sqs", operation="SendMessage", body_contains=THROTTLED_ADDRESS),
 ]
 
 

@@ -18,6 +18,8 @@ from cloud_sniper.domain.normalize import normalize, peel_replay, unwrap
 WAITING_FOR_APPROVAL = "WAITING_FOR_APPROVAL"
 GUARDDUTY_SOURCE = "aws.guardduty"
 FINISHED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+# How long, after the executions, to wait for the WAF writer to apply the changes they queued.
+WAF_WRITER_WAIT = 30.0
 
 
 @dataclass
@@ -132,7 +134,8 @@ def _event(delivery: dict[str, Any], finding: Finding, dry_run: bool) -> dict[st
 
 
 def wait(clients: Any, submissions: list[Submission], timeout: float = 120.0) -> list[Result]:
-    """Follow every execution until it ends or waits for a person's approval."""
+    """Follow every execution until it ends or waits for a person's approval, then wait for the
+    WAF writer to apply the IP set changes they queued."""
     sfn = clients("stepfunctions")
     pending = {submission.execution_name: submission for submission in submissions}
     results: dict[str, Result] = {}
@@ -148,10 +151,33 @@ def wait(clients: Any, submissions: list[Submission], timeout: float = 120.0) ->
             time.sleep(0.2)
     for name, submission in pending.items():
         results[name] = Result(submission, _status(clients, sfn, name) or "NOT_STARTED")
+    wait_for_waf_writer(clients, WAF_WRITER_WAIT)
     ordered = [results[submission.execution_name] for submission in submissions]
     for result in ordered:
         _describe(clients, result)
     return ordered
+
+
+def wait_for_waf_writer(clients: Any, timeout: float) -> bool:
+    """Wait until the WAF writer's queue is empty, its last batch applied; False at the timeout.
+
+    A batch the writer failed stays in the queue until its visibility timeout: the wait ends
+    at the timeout then, with those changes still queued.
+    """
+    sqs = clients("sqs")
+    try:
+        url = sqs.get_queue_url(QueueName=naming.WAF_CHANGES_QUEUE)["QueueUrl"]
+    except ClientError:
+        return True  # an app without the writer has nothing to wait for
+    counts = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    deadline = time.monotonic() + timeout
+    while True:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=counts)["Attributes"]
+        if not any(int(attributes.get(count, 0)) for count in counts):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def _status(clients: Any, sfn: Any, name: str) -> str | None:

@@ -3,7 +3,7 @@
 It executes what would be deployed: the synthesized templates are deployed into moto, the state
 machine runs moto's Amazon States Language interpreter, every Lambda invoke runs the service's
 real handler in-process with that function's environment, and a poller stands in for Lambda's
-SQS event source mapping.
+SQS event source mappings, their batch sizes and batching windows as the templates set them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
+# The CDK context the local account is synthesized with: the WAF writer's interval is seconds
+# long here, so that a demo need not wait half a minute to see its blocks in the IP sets.
+LOCAL_CONTEXT = {"waf_writer_interval_seconds": 2}
 MOTO_CONFIG = {
     "stepfunctions": {"execute_state_machine": True},
     # The Lambda invokes are answered in-process; moto's own stays quiet instead of seeking Docker.
@@ -60,9 +63,14 @@ class Schedule:
 
 @dataclass
 class EventSourceMapping:
+    """An SQS → Lambda mapping, and the messages it holds while its batching window runs."""
+
     queue_url: str
     function_name: str
     batch_size: int
+    batching_window: float = 0.0
+    held: list[dict[str, Any]] = field(default_factory=list)
+    held_since: float | None = None
 
 
 class LocalCloud:
@@ -145,7 +153,12 @@ class LocalCloud:
                 continue
             queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
             mappings.append(
-                EventSourceMapping(queue_url, function, int(properties.get("BatchSize", 10)))
+                EventSourceMapping(
+                    queue_url,
+                    function,
+                    int(properties.get("BatchSize", 10)),
+                    float(properties.get("MaximumBatchingWindowInSeconds", 0)),
+                )
             )
         return mappings
 
@@ -185,19 +198,35 @@ class LocalCloud:
                 except Exception:  # a poller never dies of one bad batch
                     logger.exception("event source mapping failed for %s", mapping.function_name)
             if not delivered:
-                self._idle.set()
+                # Idle once no mapping holds messages for its batching window either.
+                if not any(mapping.held for mapping in mappings):
+                    self._idle.set()
                 time.sleep(0.1)
 
 
 def _deliver(sqs: Any, lambda_client: Any, mapping: EventSourceMapping, region: str) -> int:
-    messages = sqs.receive_message(
-        QueueUrl=mapping.queue_url,
-        MaxNumberOfMessages=min(mapping.batch_size, 10),
-        AttributeNames=["All"],
-        MessageAttributeNames=["All"],
-    ).get("Messages", [])
-    if not messages:
+    """Gather messages as Lambda does, then invoke: at the batch size or the window's end.
+
+    Returns how many messages were delivered; held messages wait in `mapping.held`.
+    """
+    while len(mapping.held) < mapping.batch_size:
+        received = sqs.receive_message(
+            QueueUrl=mapping.queue_url,
+            MaxNumberOfMessages=min(mapping.batch_size - len(mapping.held), 10),
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not received:
+            break
+        if mapping.held_since is None:
+            mapping.held_since = time.monotonic()
+        mapping.held += received
+    if not mapping.held or mapping.held_since is None:
         return 0
+    waited = time.monotonic() - mapping.held_since
+    if len(mapping.held) < mapping.batch_size and waited < mapping.batching_window:
+        return 0
+    messages, mapping.held, mapping.held_since = mapping.held, [], None
 
     queue_arn = sqs.get_queue_attributes(QueueUrl=mapping.queue_url, AttributeNames=["QueueArn"])[
         "Attributes"
@@ -211,9 +240,13 @@ def _deliver(sqs: Any, lambda_client: Any, mapping: EventSourceMapping, region: 
         return len(messages)
 
     failed = {item["itemIdentifier"] for item in (payload or {}).get("batchItemFailures", [])}
-    for message in messages:
-        if message["MessageId"] not in failed:
-            sqs.delete_message(QueueUrl=mapping.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    done = [message for message in messages if message["MessageId"] not in failed]
+    for start in range(0, len(done), 10):
+        entries = [
+            {"Id": str(number), "ReceiptHandle": message["ReceiptHandle"]}
+            for number, message in enumerate(done[start : start + 10])
+        ]
+        sqs.delete_message_batch(QueueUrl=mapping.queue_url, Entries=entries)
     return len(messages)
 
 

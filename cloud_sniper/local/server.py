@@ -97,20 +97,34 @@ def stop_background() -> ServerStatus | None:
     status = read_status()
     if status is None:
         return None
-    os.kill(status.pid, signal.SIGTERM)
-    for _ in range(100):
-        if not _alive(status.pid):
+    # A server busy ending its executions gets 10 s to stop; then it is killed: its state was
+    # to be lost either way, and a server left running would hold the port and the account.
+    for stop_signal in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(status.pid, stop_signal)
+        except ProcessLookupError:
             break
-        time.sleep(0.1)
+        if _ended(status.pid, seconds=10):
+            break
     status_file().unlink(missing_ok=True)
     return status
 
 
+def _ended(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
 def synthesize_for(policy: Path | None) -> Path:
-    """The app's cloud assembly, with the given policy or the default one."""
+    """The app's cloud assembly for the local account, with the given policy or the default one."""
+    from cloud_sniper.local.runtime import LOCAL_CONTEXT
     from cloud_sniper.synth import synthesize
 
-    context = {"policy": str(policy)} if policy else None
+    context = {**LOCAL_CONTEXT, **({"policy": str(policy)} if policy else {})}
     return synthesize(state_dir() / "cdk.out", context=context)
 
 
@@ -148,6 +162,12 @@ def _free_port() -> int:
 
 
 def _alive(pid: int) -> bool:
+    try:
+        # A server this process started and that has ended is a zombie until reaped: reap it.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -1,9 +1,13 @@
-"""AWS calls of decide and request-approval: the policy parameter, EC2, the approvals table, SNS."""
+"""AWS calls of decide and request-approval: the policy parameter, EC2, the approvals table, SNS.
+
+Also what the safeguards read: what depends on an action's target, and the hourly budget.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from typing import Any, NoReturn
@@ -14,7 +18,8 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from cloud_sniper.domain.errors import TransientAwsError, is_transient
-from cloud_sniper.domain.models import ApprovalStatus
+from cloud_sniper.domain.models import ActionKind, ApprovalStatus, Finding, PlannedAction
+from cloud_sniper.domain.safeguards import Safeguards
 
 
 @cache
@@ -40,7 +45,7 @@ def _parameters() -> SSMProvider:
 
 def clear_caches() -> None:
     """Forget clients, parameter values and the estate's addresses, as a cold start would."""
-    for cached in (_ec2, _sns, _table, _parameters, estate_addresses):
+    for cached in (_ec2, _sns, _table, _parameters, _client, estate_addresses):
         cached.cache_clear()
 
 
@@ -141,3 +146,122 @@ def _reraise(exc: ClientError, doing: str) -> NoReturn:
     if is_transient(code, status):
         raise TransientAwsError(f"{doing}: {code}: {error.get('Message', '')}") from exc
     raise exc
+
+
+# The tag EC2 Auto Scaling puts on every instance of a group: read from the finding, no call.
+ASG_TAG = "aws:autoscaling:groupName"
+# A budget window's item outlives its hour by a day, then DynamoDB's TTL deletes it.
+WINDOW_RETENTION = timedelta(days=1)
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+@cache
+def _client(service: str) -> Any:
+    return boto3.client(service)
+
+
+def dependents(action: PlannedAction, finding: Finding, safeguards: Safeguards) -> list[str]:
+    """What depends on the action's target, in words: empty when nothing does."""
+    resource = finding.resource
+    found: list[str] = []
+    if resource.tags.get(safeguards.critical_tag, "").strip().lower() == "true":
+        found.append(f"tagged {safeguards.critical_tag}=true")
+    if action.kind == ActionKind.ISOLATE_INSTANCE:
+        found += _instance_dependents(action.target, resource.tags)
+    elif action.kind == ActionKind.BLOCK_PUBLIC_ACCESS and _serves_website(action.target):
+        found.append(f"bucket {action.target} serves a website")
+    return found
+
+
+def _instance_dependents(instance_id: str, tags: dict[str, str]) -> list[str]:
+    found = []
+    group = tags.get(ASG_TAG) or _auto_scaling_group(instance_id)
+    if group:
+        found.append(f"Auto Scaling group {group}")
+    found += [f"target group {name}" for name in _target_groups(instance_id)]
+    return found
+
+
+def _auto_scaling_group(instance_id: str) -> str | None:
+    try:
+        response = _client("autoscaling").describe_auto_scaling_instances(InstanceIds=[instance_id])
+    except ClientError as exc:
+        _reraise(exc, f"looking up the Auto Scaling group of {instance_id}")
+    instances = response.get("AutoScalingInstances", [])
+    return instances[0]["AutoScalingGroupName"] if instances else None
+
+
+def _target_groups(instance_id: str) -> list[str]:
+    """The target groups the instance is registered in."""
+    elb = _client("elbv2")
+    names = []
+    try:
+        for page in elb.get_paginator("describe_target_groups").paginate():
+            for group in page["TargetGroups"]:
+                if group.get("TargetType", "instance") != "instance":
+                    continue
+                health = elb.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
+                targets = {d["Target"]["Id"] for d in health["TargetHealthDescriptions"]}
+                if instance_id in targets:
+                    names.append(group["TargetGroupName"])
+    except ClientError as exc:
+        _reraise(exc, f"looking up the target groups of {instance_id}")
+    return names
+
+
+def _serves_website(bucket: str) -> bool:
+    try:
+        _client("s3").get_bucket_website(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in (
+            "NoSuchWebsiteConfiguration",
+            "NoSuchBucket",
+        ):
+            return False
+        _reraise(exc, f"reading the website configuration of {bucket}")
+    return True
+
+
+def reserve(
+    table_name: str, counts: dict[str, int], limits: dict[str, int], execution: str, now: datetime
+) -> list[str]:
+    """Count an execution's automatic actions in this hour's budgets; the budgets it would exceed.
+
+    The reservation is idempotent per execution (a retried Decide counts once) and atomic across
+    concurrent executions: each budget's item holds the executions it admitted, up to its limit.
+    An execution is admitted to a budget whole or not at all.
+    """
+    window = now.strftime("%Y-%m-%dT%H")
+    expires = int(
+        (
+            now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1) + WINDOW_RETENTION
+        ).timestamp()
+    )
+    table = _table(table_name)
+    exceeded = []
+    for budget, count in sorted(counts.items()):
+        if count > limits[budget]:
+            exceeded.append(budget)
+            continue
+        slots = {f"{execution}#{n}" for n in range(count)}
+        try:
+            table.update_item(
+                Key={"window": f"{budget}#{window}"},
+                UpdateExpression="ADD admitted :slots SET expires_at_epoch = :expires",
+                ConditionExpression=(
+                    "attribute_not_exists(admitted) OR size(admitted) <= :room"
+                    " OR contains(admitted, :first)"
+                ),
+                ExpressionAttributeValues={
+                    ":slots": slots,
+                    ":room": limits[budget] - count,
+                    ":first": f"{execution}#0",
+                    ":expires": expires,
+                },
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == _CONDITION_FAILED:
+                exceeded.append(budget)
+                continue
+            _reraise(exc, f"counting the {budget} budget")
+    return exceeded

@@ -19,6 +19,7 @@ from services.decide.approval_request import (
     new_record,
     notification,
 )
+from services.decide.safeguarding import safeguarded
 from services.decide.settings import ApprovalSettings, DecideSettings
 
 logger = Logger()
@@ -63,8 +64,17 @@ def decide(event: dict[str, Any], context: Any) -> dict[str, Any]:
     enrichment = Enrichment.model_validate(event.get("enrichment") or {})
     logger.append_keys(finding_id=finding.id, finding_type=finding.type)
 
-    policy = _current_policy(_decide_settings())
+    settings = _decide_settings()
+    policy = _current_policy(settings)
     decision = evaluate(policy, finding, enrichment, adapters.estate_addresses())
+    decision = safeguarded(
+        decision,
+        finding,
+        policy,
+        budget_table=settings.budget_table,
+        execution=event.get("execution") or finding.id,
+        dry_run=bool(event.get("dry_run")),
+    )
 
     logger.info(
         "decision made",

@@ -49,6 +49,9 @@ class DecideSettings(EnvSettings):
     policy_parameter: Required | None = None
     policy_max_age_seconds: Annotated[int, Field(ge=0)] = DEFAULT_POLICY_MAX_AGE_SECONDS
     policy_file: Required = DEFAULT_POLICY_FILE
+    # The table counting each hour's automatic actions. Unset (the handler run outside AWS), no
+    # hourly budget is kept, and each decision says so in the logs; the blast radius still holds.
+    budget_table: Required | None = None
 
     @property
     def policy_path(self) -> Path:

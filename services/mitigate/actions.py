@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from cloud_sniper.domain.models import (
     PlannedAction,
 )
 from cloud_sniper.domain.nacl_rules import (
+    DEFAULT_ENTRY_LIMIT,
     NaclEntry,
     NaclRangeFullError,
     OurRule,
@@ -42,6 +44,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # A deny wider than this would cut off far more than the attacker the decision named.
 MIN_PREFIX_LENGTH = {4: 16, 6: 48}
 
+# The start of the message of a block refused by a network ACL holding its quota of entries.
+NACL_FULL = "network ACL full"
+
 # How often to look for a free rule number again when a concurrent execution took ours.
 NACL_ALLOCATION_ATTEMPTS = 3
 
@@ -56,6 +61,10 @@ class TargetNotFoundError(MitigationError):
 
 class RuleNumberTakenError(MitigationError):
     """The network ACL already holds an inbound entry with that rule number."""
+
+
+# Why a block left: its expiry passed, its rule number was needed, or a person rolled it back.
+RemovedReason = Literal["expired", "evicted", "rolled_back"]
 
 
 class BlockStatus(StrEnum):
@@ -86,7 +95,9 @@ class Block(Model):
     renewed_at: datetime | None = None
     status: BlockStatus = BlockStatus.ACTIVE
     removed_at: datetime | None = None
-    removed_reason: Literal["expired", "evicted"] | None = None
+    removed_reason: RemovedReason | None = None
+    # When the WAF writer put the address in its IP set; None while the change is queued.
+    written_at: datetime | None = None
 
     @property
     def indicator_kind(self) -> IndicatorKind:
@@ -123,11 +134,13 @@ def archived_block_id(block: Block) -> str:
 
 
 class IpSets(Protocol):
+    """The WAF IP sets, as mitigate and expire change them: by asking the WAF writer."""
+
     def set_name(self, ip_version: int) -> str: ...
 
-    def add(self, ip_version: int, cidr: str) -> bool: ...
+    def add(self, ip_version: int, cidr: str) -> object: ...
 
-    def remove(self, ip_version: int, cidr: str) -> bool: ...
+    def remove(self, ip_version: int, cidr: str) -> object: ...
 
 
 class NetworkAcls(Protocol):
@@ -153,9 +166,9 @@ class BlockStore(Protocol):
 
     def all(self) -> list[Block]: ...
 
-    def mark_removed(
-        self, block_id: str, reason: Literal["expired", "evicted"], at: datetime
-    ) -> bool: ...
+    def mark_removed(self, block_id: str, reason: RemovedReason, at: datetime) -> bool: ...
+
+    def discard(self, block: Block) -> bool: ...
 
 
 class KnowledgeBase(Protocol):
@@ -174,6 +187,8 @@ class Ports:
     knowledge: KnowledgeBase
     rule_range: RuleRange
     default_ttl_seconds: int
+    # AWS's quota of entries per direction in one network ACL.
+    nacl_entry_limit: int = DEFAULT_ENTRY_LIMIT
     # The response catalogue's records, and the AWS clients its actions build adapters on.
     records: catalogue.RecordStore | None = None
     clients: catalogue.Clients | None = None
@@ -250,7 +265,10 @@ def apply_actions(
     for action in decision.actions:
         ttl = action.ttl_seconds or ports.default_ttl_seconds
         run = _Run(finding, action, incident_id, now, now + timedelta(seconds=ttl), ports)
-        for result in _apply(run, dry_run):
+        done = _apply(run, dry_run)
+        if action.kind is ActionKind.NACL_BLOCK and not dry_run:
+            done += _waf_fallback(run, done, decision)
+        for result in done:
             logger.info(
                 "action done",
                 extra={
@@ -318,6 +336,30 @@ def _apply(run: _Run, dry_run: bool) -> list[ActionResult]:
     return _guarded(run, lambda: _block_in_nacls(run, network))
 
 
+def _waf_fallback(run: _Run, results: list[ActionResult], decision: Decision) -> list[ActionResult]:
+    """A WAF block in place of network ACL blocks that a full network ACL refused.
+
+    Nothing is added when the decision blocks the address in WAF already.
+    """
+    full = [r for r in results if r.status is ActionStatus.FAILED and NACL_FULL in r.detail]
+    asked = any(
+        a.kind is ActionKind.WAF_BLOCK and a.target == run.action.target for a in decision.actions
+    )
+    if not full or asked:
+        return []
+    fallback = PlannedAction(
+        id=f"{ActionKind.WAF_BLOCK.value}:{run.action.target}",
+        kind=ActionKind.WAF_BLOCK,
+        target=run.action.target,
+        ttl_seconds=run.action.ttl_seconds,
+    )
+    results = _apply(dataclasses.replace(run, action=fallback), dry_run=False)
+    return [
+        r.model_copy(update={"detail": f"in place of the full network ACL: {r.detail}"})
+        for r in results
+    ]
+
+
 def _apply_from_catalogue(run: _Run, dry_run: bool) -> ActionResult:
     ports = run.ports
     if ports.records is None or ports.clients is None:
@@ -382,20 +424,34 @@ def _block_in_waf(run: _Run, network: Network) -> ActionResult:
     block_id = waf_block_id(set_name, cidr)
     in_force = _in_force(run, block_id)
     if in_force is not None:
+        if in_force.status is ActionStatus.QUEUED:
+            # The attempt that recorded it may have failed before asking the writer; asked
+            # twice, the writer adds the address once.
+            ports.ip_sets.add(network.version, cidr)
         return in_force
 
-    added = ports.ip_sets.add(network.version, cidr)
-
+    # Recorded first, then asked of the writer: an address asked for and never recorded would
+    # stay in the set with no expiry to lift it, whereas a record is found again by a retry.
     block = run.block(block_id, network, ip_set=set_name)
     if not _record(run, block):
         return _already_active(run, block)
-    if added:
-        detail = f"added {cidr} to WAF IP set {set_name}"
-        return run.result(ActionStatus.APPLIED, detail, block_id, block.expires_at)
-    # Only Cloud Sniper writes these sets: the address is ours, left by an attempt that failed
-    # before recording it, so it is recorded now to be lifted in time.
-    detail = f"{cidr} was already in WAF IP set {set_name}; recorded with an expiry"
-    return run.result(ActionStatus.ALREADY_APPLIED, detail, block_id, block.expires_at)
+    try:
+        ports.ip_sets.add(network.version, cidr)
+    except Exception:
+        _discard(run, block)
+        raise
+    detail = f"asked the WAF writer to add {cidr} to WAF IP set {set_name}"
+    return run.result(ActionStatus.QUEUED, detail, block_id, block.expires_at)
+
+
+def _discard(run: _Run, block: Block) -> None:
+    """Forget a block the writer was never asked for, so that no report shows it in force."""
+    # TODO(waf-writer): the knowledge base keeps the "blocked" _record gave it until the retry
+    # or the next delivery; a run that gives up leaves it saying so until that expiry.
+    try:
+        run.ports.blocks.discard(block)
+    except Exception:  # the error that made the discard necessary is the one to report
+        logger.exception("block discard failed", extra={"block_id": block.block_id})
 
 
 def _block_in_nacls(run: _Run, network: Network) -> list[ActionResult]:
@@ -448,6 +504,7 @@ def _block_in_nacl(
             ports.rule_range,
             [entry.rule_number for entry in entries],
             _ours(ports, nacl_id, entries),
+            ports.nacl_entry_limit,
         )
         if allocation.evicted is not None:
             _evict(run, nacl_id, allocation.evicted.block_id)
@@ -510,7 +567,9 @@ def _ours(ports: Ports, nacl_id: str, entries: list[NaclEntry]) -> list[OurRule]
     for block in ports.blocks.active(nacl_id=nacl_id):
         entry = by_number.get(block.rule_number)
         if entry is not None and entry.denies(block.cidr):
-            ours.append(OurRule(block.block_id, entry.rule_number, block.created_at))
+            ours.append(
+                OurRule(block.block_id, entry.rule_number, block.created_at, block.expires_at)
+            )
     return ours
 
 
@@ -587,7 +646,13 @@ def _record(run: _Run, block: Block) -> bool:
 
 def _already_active(run: _Run, block: Block) -> ActionResult:
     until = block.expires_at.isoformat()
-    if block.renewed_at is not None and block.expiry_set_by == run.update:
+    renewed = block.renewed_at is not None and block.expiry_set_by == run.update
+    if block.kind is ActionKind.WAF_BLOCK and block.written_at is None:
+        # Recorded, not written yet: the WAF writer has it in its queue.
+        detail = f"{block.cidr} is already asked of the WAF writer ({block.block_id})"
+        detail += f"; expiry renewed to {until}" if renewed else f" until {until}"
+        return run.result(ActionStatus.QUEUED, detail, block.block_id, block.expires_at)
+    if renewed:
         detail = f"{block.cidr} is in force ({block.block_id}); expiry renewed to {until}"
     else:
         detail = f"{block.cidr} is already blocked ({block.block_id}) until {until}"
@@ -603,6 +668,32 @@ def _shadow_note(entries: list[NaclEntry], cidr: str, rule_number: int) -> str:
 
 
 def _lift(block: Block, now: datetime, ports: Ports) -> None:
+    _remove_entry(block, ports)
+    ports.knowledge.mark_expired(block.indicator_kind, block.indicator_value, now)
+    ports.blocks.mark_removed(block.block_id, "expired", now)
+    logger.info("block expired", extra={"block_id": block.block_id})
+
+
+def lift_block(block: Block, now: datetime, ports: Ports, reason: RemovedReason) -> bool:
+    """Lift a block before its expiry and mark it removed; False when it was no longer active."""
+    _remove_entry(block, ports)
+
+    # Lifted early, the address is no longer blocked once no other block of it holds; while one
+    # does, the knowledge base stays "active" and that block's own lift settles it.
+    others = [
+        other
+        for other in ports.blocks.active()
+        if other.target == block.target and other.block_id != block.block_id
+    ]
+    if not others:
+        until = max(now, block.expires_at)
+        ports.knowledge.mark_expired(block.indicator_kind, block.indicator_value, until)
+    removed = ports.blocks.mark_removed(block.block_id, reason, now)
+    logger.info("block lifted", extra={"block_id": block.block_id, "reason": reason})
+    return removed
+
+
+def _remove_entry(block: Block, ports: Ports) -> None:
     try:
         if block.kind is ActionKind.WAF_BLOCK:
             ports.ip_sets.remove(block.ip_version, block.cidr)
@@ -611,10 +702,6 @@ def _lift(block: Block, now: datetime, ports: Ports) -> None:
     except TargetNotFoundError as exc:
         # The IP set or network ACL is gone, and the block with it.
         logger.warning("block target gone", extra={"block_id": block.block_id, "error": str(exc)})
-
-    ports.knowledge.mark_expired(block.indicator_kind, block.indicator_value, now)
-    ports.blocks.mark_removed(block.block_id, "expired", now)
-    logger.info("block expired", extra={"block_id": block.block_id})
 
 
 def _expiry_order(block: Block) -> tuple[datetime, str]:

@@ -1,4 +1,4 @@
-"""Lambda entry points: mitigate (a state of the pipeline) and expire (on a schedule)."""
+"""Lambda entry points: mitigate (a state of the pipeline), expire (on a schedule), waf_writer."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from aws_lambda_powertools import Logger
 
 from cloud_sniper.domain.models import Decision, Finding, Model
 from services.mitigate.actions import Ports, apply_actions, expire_blocks
-from services.mitigate.adapters import build_ports
-from services.mitigate.settings import load_settings
+from services.mitigate.adapters import build_ports, build_writer_ports
+from services.mitigate.settings import load_settings, load_writer_settings
+from services.mitigate.waf_writer import WriterPorts, parse_records, write_changes
 
 logger = Logger()
 
@@ -29,6 +30,12 @@ class MitigateRequest(Model):
 def ports() -> Ports:
     """The adapters, built at first use so the local runtime can run this under moto."""
     return build_ports(load_settings())
+
+
+@cache
+def writer_ports() -> WriterPorts:
+    """The WAF writer's adapters, built at first use as ports() is."""
+    return build_writer_ports(load_writer_settings())
 
 
 def mitigate(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -59,3 +66,29 @@ def expire(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "failed": len(report.failed),
         "failed_blocks": sorted(report.failed),
     }
+
+
+def waf_writer(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Apply a batch of the WAF changes queue: SQS records → the messages to hand back."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list):
+        raise ValueError("event: not an SQS batch, it has no Records list")
+
+    queued, invalid = parse_records(records)
+    report = write_changes(queued, writer_ports(), datetime.now(UTC))
+
+    failed = list(dict.fromkeys([*invalid, *report.failed]))
+    logger.info(
+        "waf changes done",
+        extra={
+            "messages": len(records),
+            "writes": report.writes,
+            "added": report.added,
+            "removed": report.removed,
+            "stale": report.stale,
+            "refused": report.refused,
+            "invalid": len(invalid),
+            "failed": len(failed),
+        },
+    )
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}

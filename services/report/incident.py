@@ -37,7 +37,8 @@ from cloud_sniper.domain.models import (
 REPORT_SCHEMA = "cloud-sniper/incident-report"
 REPORT_VERSION = 1
 
-_EFFECTIVE = frozenset({ActionStatus.APPLIED, ActionStatus.ALREADY_APPLIED})
+# A block queued for the WAF writer counts: the queue keeps it until the writer applies it.
+_EFFECTIVE = frozenset({ActionStatus.APPLIED, ActionStatus.ALREADY_APPLIED, ActionStatus.QUEUED})
 
 # How many deliveries an incident record lists; `deliveries` counts them all. GuardDuty updates
 # an ongoing finding every few hours at most, so this shows days of its activity.
@@ -107,6 +108,8 @@ class BlockRecord(BaseModel):
     rule_number: int | None = None
     created_at: datetime
     expires_at: datetime
+    # When the WAF writer put a WAF block's address in its set; None while it is queued.
+    written_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -274,8 +277,11 @@ def with_blocks_in_force(incident: Incident, items: Iterable[Mapping[str, Any]])
         # The blocks table does not record the execution; the time tells this one's apart.
         this_execution = started is not None and _utc(block.created_at) >= _utc(started)
         origin = "an earlier attempt" if this_execution else "an earlier execution"
+        status = ActionStatus.APPLIED
         if block.nacl_id:
             where = f"denied by rule {block.rule_number} of {block.nacl_id}"
+        elif block.written_at is None:
+            where, status = f"queued for {block.ip_set}", ActionStatus.QUEUED
         else:
             where = f"in {block.ip_set}"
         blocks.append(
@@ -283,8 +289,8 @@ def with_blocks_in_force(incident: Incident, items: Iterable[Mapping[str, Any]])
                 action_id=block.action_id,
                 kind=block.kind,
                 target=block.target,
-                status=ActionStatus.APPLIED,
-                detail=f"{block.cidr} {where}, in force from {origin}",
+                status=status,
+                detail=f"{block.cidr} {where}, {_standing(status)} from {origin}",
                 block_id=block.block_id,
                 expires_at=block.expires_at,
                 at=block.created_at,
@@ -292,6 +298,10 @@ def with_blocks_in_force(incident: Incident, items: Iterable[Mapping[str, Any]])
         )
     blocks.sort(key=lambda result: (_utc(result.at), result.block_id or ""))
     return incident.model_copy(update={"blocks_in_force": blocks})
+
+
+def _standing(status: ActionStatus) -> str:
+    return "asked of the WAF writer" if status is ActionStatus.QUEUED else "in force"
 
 
 def incident_id_of(state: PipelineState, execution_name: str) -> str:
@@ -742,7 +752,8 @@ def _timeline_section(incident: Incident) -> str:
     for action in incident.actions:
         events.append((action.at, f"{action.kind.value} {action.target}: {action.status.value}"))
     for block in incident.blocks_in_force:
-        events.append((block.at, f"{block.kind.value} {block.target}: applied, still in force"))
+        state = "applied" if block.status is ActionStatus.APPLIED else block.status.value
+        events.append((block.at, f"{block.kind.value} {block.target}: {state}, still in force"))
     events.append((incident.reported_at, f"reported: {incident.outcome.value}"))
 
     events.sort(key=lambda event: _utc(event[0]))

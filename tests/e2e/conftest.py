@@ -14,7 +14,22 @@ import pytest
 from cloud_sniper.local.account import seed_estate
 from cloud_sniper.local.demo import demo_findings
 from cloud_sniper.local.faults import set_faults
-from cloud_sniper.local.runtime import LocalCloud
+from cloud_sniper.local.runtime import LOCAL_CONTEXT, LocalCloud
+
+
+@pytest.fixture(scope="session")
+def assembly_dir() -> Path:
+    """The app synthesized as the local account runs it, once per session (kept in .build).
+
+    The local context shortens the WAF writer's interval, as `cloud-sniper demo` does; the
+    infrastructure tests read the app synthesized with the deployed defaults instead.
+    """
+    from cloud_sniper import synth
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("CDK_DEFAULT_ACCOUNT", "CDK_DEFAULT_REGION"):
+            patch.delenv(name, raising=False)
+        return synth.synthesize(synth.ROOT / ".build" / "e2e-assembly", context=LOCAL_CONTEXT)
 
 
 # Module scope: the emulated account is process-wide while it runs, and the integration tests'

@@ -59,14 +59,17 @@ def test_auto_path_blocks_the_attacker_in_waf_and_the_subnet_acl(clients, demo, 
     # When it goes through the pipeline
     (result,) = run(clients, finding)
 
-    # Then the attacker is blocked in WAF and in the web subnet's network ACL, within the range
+    # Then the attacker is blocked in the web subnet's network ACL, within the range, and asked
+    # of the WAF writer, which put it in the IP set within its interval
     assert result.status == "SUCCEEDED"
     assert result.incident["outcome"] == "mitigated"
     assert "89.160.20.112/32" in waf_addresses(clients, 4)
     rule = nacl_denies(clients, estate["web_nacl"])["89.160.20.112/32"]
     assert 50 <= rule <= 99
     statuses = {action["kind"]: action["status"] for action in result.incident["actions"]}
-    assert statuses == {"waf_block": "applied", "nacl_block": "applied"}
+    assert statuses == {"waf_block": "queued", "nacl_block": "applied"}
+    written = {kind: "written_at" in block for kind, block in _kinds(clients, "89.160.20.112")}
+    assert written == {"waf_block": True, "nacl_block": False}
 
 
 def test_the_same_delivery_twice_starts_one_execution_and_changes_nothing(clients, demo, variant):
@@ -168,15 +171,31 @@ def test_approval_path_stops_on_deny_and_a_second_answer_is_refused(clients, dem
 
 
 def test_notify_path_only_reports(clients, demo, variant):
-    # Given an outbound command-and-control finding: the remote address is the instance's target
+    # Given CloudTrail logging turned off: a person must look, nothing is to be blocked
+    finding = variant(demo["11-cloudtrail-logging-disabled.json"])
+
+    # When it goes through the pipeline
+    (result,) = run(clients, finding)
+
+    # Then it is reported, at high priority, and nothing is done
+    assert result.incident["outcome"] == "notified"
+    assert result.incident["decision"]["priority"] == "high"
+    assert result.incident["actions"] == []
+
+
+def test_an_outbound_c2_finding_never_blocks_its_remote_inbound(clients, demo, variant):
+    # Given an outbound command-and-control finding: the instance reached out to the remote
     finding = variant(demo["04-c2-outbound.json"])
 
     # When it goes through the pipeline
     (result,) = run(clients, finding)
 
-    # Then it is reported and nothing is blocked
-    assert result.incident["outcome"] == "notified"
-    assert result.incident["actions"] == []
+    # Then a person is asked to isolate the instance and cut the C2, and the remote is never
+    # put in the WAF IP sets (an inbound block): the C2 cut is outbound only
+    assert result.approval_id
+    assert result.decision["mode"] == "approval"
+    kinds = {action["kind"] for action in result.decision["actions"]}
+    assert kinds == {"isolate_instance", "c2_block"}
     assert "104.21.48.201/32" not in waf_addresses(clients, 4)
 
 
@@ -195,10 +214,13 @@ def test_exempt_resources_are_never_touched(clients, demo, variant):
     assert "141.98.11.19/32" not in waf_addresses(clients, 4)
 
 
-def test_a_throttled_waf_call_is_retried_then_succeeds(clients, demo, variant):
-    # Given a WAF that throttles more writes for this address than one attempt retries
+def test_a_throttled_waf_change_is_retried_by_the_state_machine_then_succeeds(
+    clients, demo, variant
+):
+    # Given a WAF changes queue that throttles more changes of this address than one attempt
+    # retries
     address = "2.125.160.216"
-    rule = FaultRule(service="wafv2", operation="UpdateIPSet", body_contains=address, times=6)
+    rule = FaultRule(service="sqs", operation="SendMessage", body_contains=address, times=4)
     set_faults(clients("ssm"), [rule])
 
     # When a finding about it goes through the pipeline
@@ -208,6 +230,23 @@ def test_a_throttled_waf_call_is_retried_then_succeeds(clients, demo, variant):
     assert result.incident["outcome"] == "mitigated"
     assert f"{address}/32" in waf_addresses(clients, 4)
     assert _failed_attempts(clients, result, "Mitigate") >= 1
+
+
+def test_a_throttled_ip_set_write_is_retried_by_the_waf_writer_then_succeeds(
+    clients, demo, variant
+):
+    # Given a WAF that throttles a few writes of the IP set holding this address
+    address = "2.125.160.217"
+    rule = FaultRule(service="wafv2", operation="UpdateIPSet", body_contains=address, times=3)
+    set_faults(clients("ssm"), [rule])
+
+    # When a finding about it goes through the pipeline
+    (result,) = run(clients, variant(demo["01-ssh-brute-force.json"], attacker=address))
+
+    # Then Mitigate ran once, and the writer, out of the execution, wrote the address at last
+    assert result.incident["outcome"] == "mitigated"
+    assert _failed_attempts(clients, result, "Mitigate") == 0
+    assert f"{address}/32" in waf_addresses(clients, 4)
 
 
 def test_a_failing_action_ends_in_a_failure_report(clients, demo, variant):
@@ -247,9 +286,9 @@ def test_a_finding_about_a_missing_instance_ends_with_not_found(clients, demo, v
     # When it goes through the pipeline
     (result,) = run(clients, finding)
 
-    # Then the WAF block applies and the network ACL block says what is missing
+    # Then the WAF block goes to the writer and the network ACL block says what is missing
     statuses = {action["kind"]: action["status"] for action in result.incident["actions"]}
-    assert statuses["waf_block"] == "applied"
+    assert statuses["waf_block"] == "queued"
     assert statuses["nacl_block"] == "not_found"
 
 
@@ -289,6 +328,11 @@ def _blocks_of(clients: Any, cidr: str) -> dict[str, dict[str, str]]:
         for item in items
         if item["cidr"]["S"] == cidr
     }
+
+
+def _kinds(clients: Any, address: str) -> list[tuple[str, dict[str, str]]]:
+    """The blocks of one address, by kind."""
+    return [(block["kind"], block) for block in _blocks_of(clients, f"{address}/32").values()]
 
 
 def _execution_names(clients: Any) -> set[str]:
@@ -337,9 +381,11 @@ def test_expired_blocks_are_lifted_by_the_deployed_expiry_function(clients, demo
     response = clients("lambda").invoke(FunctionName=naming.FUNCTIONS["expire"], Payload=b"{}")
     summary = json.loads(response["Payload"].read())
 
-    # Then the address leaves the WAF IP set and the network ACL, and the records say so
+    # Then the address leaves the WAF IP set (once the writer ran) and the network ACL, and the
+    # records say so
     assert "FunctionError" not in response, summary
     assert summary["expired"] >= 2
+    assert pipeline.wait_for_waf_writer(clients, 30)
     assert f"{address}/32" not in waf_addresses(clients, 4)
     assert f"{address}/32" not in nacl_denies(clients, estate["web_nacl"])
     indicator = table.get_item(

@@ -31,6 +31,7 @@ def test_default_settings():
     assert settings.block_ttl_seconds == 86400
     assert settings.log_level == "INFO"
     assert settings.log_retention == logs.RetentionDays.THREE_MONTHS
+    assert settings.waf_writer_interval.to_seconds() == 30
 
 
 def test_context_from_the_command_line_is_read_as_text():
@@ -54,6 +55,8 @@ def test_context_from_the_command_line_is_read_as_text():
         ({"block_ttl_seconds": 0}, "context block_ttl_seconds: 0 is not positive"),
         ({"log_retention_days": 45}, "context log_retention_days: 45"),
         ({"log_level": "LOUD"}, "context log_level"),
+        ({"waf_writer_interval_seconds": 301}, "context waf_writer_interval_seconds: 301 is over"),
+        ({"waf_writer_interval_seconds": 0}, "context waf_writer_interval_seconds: 0 is not"),
     ],
 )
 def test_invalid_context_fails_the_synth_naming_the_key(context, message):

@@ -17,21 +17,22 @@ WAF_SETS = (
 )
 
 
-def blocks_statements(*nacl_actions: str) -> set:
-    """What mitigate and expire share: the blocks, the WAF IP sets, the network ACLs."""
+WAF_CHANGES_QUEUE = f"<AWS::SQS::Queue {naming.WAF_CHANGES_QUEUE}.Arn>"
+
+
+def blocks_statements(*nacl_actions: str, discards: bool = False) -> set:
+    """What mitigate and expire share: the blocks, the WAF writer's queue, the network ACLs.
+
+    Neither writes a WAF IP set: they ask the WAF writer, by its queue.
+    """
+    block_actions = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem")
+    if discards:
+        block_actions = tuple(sorted((*block_actions, "dynamodb:DeleteItem")))
     return {
-        (("wafv2:GetIPSet", "wafv2:UpdateIPSet"), WAF_SETS),
-        (("ec2:DescribeNetworkAcls", "wafv2:ListIPSets"), ("*",)),
+        (("sqs:SendMessage",), (WAF_CHANGES_QUEUE,)),
+        (("ec2:DescribeNetworkAcls",), ("*",)),
         (nacl_actions, (NETWORK_ACLS,)),
-        (
-            (
-                "dynamodb:GetItem",
-                "dynamodb:PutItem",
-                "dynamodb:Scan",
-                "dynamodb:UpdateItem",
-            ),
-            (TABLE.format(naming.BLOCKS_TABLE),),
-        ),
+        (block_actions, (TABLE.format(naming.BLOCKS_TABLE),)),
         (("dynamodb:UpdateItem",), (TABLE.format(naming.INDICATORS_TABLE),)),
     }
 
@@ -89,6 +90,17 @@ EXPECTED = {
     },
     "decide": {
         (("ec2:DescribeAddresses", "ec2:DescribeNatGateways"), ("*",)),
+        # What depends on a target, before an automatic disruptive action on it.
+        (
+            (
+                "autoscaling:DescribeAutoScalingInstances",
+                "elasticloadbalancing:DescribeTargetGroups",
+                "elasticloadbalancing:DescribeTargetHealth",
+            ),
+            ("*",),
+        ),
+        (("s3:GetBucketWebsite",), ("arn:<AWS::Partition>:s3:::*",)),
+        (("dynamodb:UpdateItem",), (TABLE.format(naming.BUDGET_TABLE),)),
         # The policy parameter alone, by its own ARN.
         (
             ("ssm:GetParameter",),
@@ -99,10 +111,31 @@ EXPECTED = {
         (("dynamodb:PutItem",), (TABLE.format(naming.APPROVALS_TABLE),)),
         (("sns:Publish",), (f"<AWS::SNS::Topic {naming.APPROVAL_TOPIC}>",)),
     },
-    "mitigate": blocks_statements("ec2:CreateNetworkAclEntry", "ec2:DeleteNetworkAclEntry")
+    "mitigate": blocks_statements(
+        "ec2:CreateNetworkAclEntry", "ec2:DeleteNetworkAclEntry", discards=True
+    )
     | catalogue_statements(expiring_only=False),
     "expire": blocks_statements("ec2:DeleteNetworkAclEntry")
     | catalogue_statements(expiring_only=True),
+    # The one writer of the WAF IP sets: the two sets alone, its queue, and the blocks it marks.
+    "waf_writer": {
+        (("wafv2:GetIPSet", "wafv2:UpdateIPSet"), WAF_SETS),
+        (("wafv2:ListIPSets",), ("*",)),
+        (
+            (
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage",
+            ),
+            (WAF_CHANGES_QUEUE,),
+        ),
+        (
+            ("dynamodb:BatchGetItem", "dynamodb:UpdateItem"),
+            (TABLE.format(naming.BLOCKS_TABLE),),
+        ),
+    },
     "report": {
         (
             ("dynamodb:GetItem", "dynamodb:PutItem"),

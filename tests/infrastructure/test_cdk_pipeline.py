@@ -35,7 +35,13 @@ STEPS = {
     "Enrich": ("enrich", {"finding.$": "$.finding"}, "$.enrichment", "Decide"),
     "Decide": (
         "decide",
-        {"finding.$": "$.finding", "enrichment.$": "$.enrichment"},
+        {
+            "finding.$": "$.finding",
+            "enrichment.$": "$.enrichment",
+            # A dry run spends no hourly budget; a retried Decide counts once in it.
+            "dry_run.$": "$.dry_run",
+            "execution.$": "$$.Execution.Name",
+        },
         "$.decision",
         "Mode?",
     ),

@@ -126,14 +126,22 @@ def test_event_bridge_may_send_to_the_intake_queue_and_its_dlq_only_from_the_rul
         assert all(s["Principal"] == {"Service": "events.amazonaws.com"} for s in allowed)
 
 
-@pytest.mark.parametrize("queue", [naming.INTAKE_QUEUE, naming.INTAKE_DLQ])
-def test_queues_are_encrypted_and_refuse_plain_http(assembly, queue):
-    template = assembly.assertions[INGEST_STACK]
+@pytest.mark.parametrize(
+    ("stack", "queue"),
+    [
+        (INGEST_STACK, naming.INTAKE_QUEUE),
+        (INGEST_STACK, naming.INTAKE_DLQ),
+        (MITIGATE_STACK, naming.WAF_CHANGES_QUEUE),
+        (MITIGATE_STACK, naming.WAF_CHANGES_DLQ),
+    ],
+)
+def test_queues_are_encrypted_and_refuse_plain_http(assembly, stack, queue):
+    template = assembly.assertions[stack]
 
     template.has_resource_properties(
         "AWS::SQS::Queue", {"QueueName": queue, "SqsManagedSseEnabled": True}
     )
-    (key, _) = assembly.one(INGEST_STACK, "AWS::SQS::Queue", QueueName=queue)
+    (key, _) = assembly.one(stack, "AWS::SQS::Queue", QueueName=queue)
     template.has_resource_properties(
         "AWS::SQS::QueuePolicy",
         {
@@ -174,6 +182,41 @@ def test_receive_reads_the_intake_queue_in_batches_with_partial_failures(assembl
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
+def test_waf_writer_reads_its_queue_one_interval_at_a_time_alone(assembly):
+    # Given the WAF writer's event source mapping, queue and function
+    writer = naming.FUNCTIONS["waf_writer"]
+    _, mapping = assembly.one(
+        MITIGATE_STACK, "AWS::Lambda::EventSourceMapping", MaximumBatchingWindowInSeconds=30
+    )
+    properties = assembly.render(MITIGATE_STACK, mapping["Properties"])
+    _, queue = assembly.one(MITIGATE_STACK, "AWS::SQS::Queue", QueueName=naming.WAF_CHANGES_QUEUE)
+    queue_properties = assembly.render(MITIGATE_STACK, queue["Properties"])
+    _, function = assembly.function(writer)
+
+    # Then it takes an interval's changes (30 s, up to 10,000 of them) in one batch, handing
+    # back only a failed set's messages
+    assert properties["EventSourceArn"] == f"<AWS::SQS::Queue {naming.WAF_CHANGES_QUEUE}.Arn>"
+    assert properties["FunctionName"] == f"<AWS::Lambda::Function {writer}>"
+    assert properties["BatchSize"] == 10_000
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+    # And one writer runs at a time
+    assert function["ReservedConcurrentExecutions"] == 1
+    assert properties["ScalingConfig"] == {"MaximumConcurrency": 2}
+
+    # And a batch held for the window and the run never shows again meanwhile, and a change
+    # that keeps failing ends in the dead-letter queue, watched by an alarm
+    timeout = FUNCTIONS["waf_writer"].timeout_seconds
+    assert queue_properties["VisibilityTimeout"] == 6 * timeout + 30
+    assert queue_properties["RedrivePolicy"] == {
+        "deadLetterTargetArn": f"<AWS::SQS::Queue {naming.WAF_CHANGES_DLQ}.Arn>",
+        "maxReceiveCount": 10,
+    }
+    assembly.one(
+        MITIGATE_STACK, "AWS::CloudWatch::Alarm", AlarmName=f"{naming.WAF_CHANGES_DLQ}-not-empty"
+    )
+
+
 @pytest.mark.parametrize(
     ("table", "keys"),
     [
@@ -181,6 +224,7 @@ def test_receive_reads_the_intake_queue_in_batches_with_partial_failures(assembl
         (naming.INCIDENTS_TABLE, [("incident_id", "HASH")]),
         (naming.BLOCKS_TABLE, [("block_id", "HASH")]),
         (naming.ACTIONS_TABLE, [("record_id", "HASH")]),
+        (naming.BUDGET_TABLE, [("window", "HASH")]),
         (naming.APPROVALS_TABLE, [("approval_id", "HASH")]),
     ],
 )
@@ -332,7 +376,9 @@ def test_function_runs_python_312_with_the_layer_tracing_and_its_log_group(assem
     assert properties["LoggingConfig"] == {
         "LogGroup": f"<AWS::Logs::LogGroup /aws/lambda/{spec.name}>"
     }
-    assert "ReservedConcurrentExecutions" not in properties
+    # Only the WAF writer holds a reserved concurrency: one, so that it is the one writer.
+    reserved = config.WAF_WRITER_CONCURRENCY if role == "waf_writer" else None
+    assert properties.get("ReservedConcurrentExecutions") == reserved
 
     _, log_group = assembly.one(
         stack, "AWS::Logs::LogGroup", LogGroupName=f"/aws/lambda/{spec.name}"
@@ -355,12 +401,14 @@ def test_function_handler_is_a_callable_of_its_service_package(role):
 MITIGATION_ENV = {
     "BLOCKS_TABLE": naming.BLOCKS_TABLE,
     "ACTIONS_TABLE": naming.ACTIONS_TABLE,
+    "NACL_ENTRY_LIMIT": "20",
     "INDICATORS_TABLE": naming.INDICATORS_TABLE,
     "WAF_SCOPE": "REGIONAL",
     "WAF_IPV4_SET_NAME": naming.WAF_IPV4_SET,
     "WAF_IPV6_SET_NAME": naming.WAF_IPV6_SET,
     "NACL_RULE_RANGE": "50-99",
     "DEFAULT_BLOCK_TTL_SECONDS": "86400",
+    "WAF_CHANGES_QUEUE_URL": f"<AWS::SQS::Queue {naming.WAF_CHANGES_QUEUE}>",
 }
 ENVIRONMENT = {
     "receive": {
@@ -371,13 +419,22 @@ ENVIRONMENT = {
     },
     "ingest": {},
     "enrich": {"INDICATORS_TABLE": naming.INDICATORS_TABLE},
-    "decide": {"POLICY_PARAMETER": naming.POLICY_PARAMETER},
+    "decide": {
+        "POLICY_PARAMETER": naming.POLICY_PARAMETER,
+        "BUDGET_TABLE": naming.BUDGET_TABLE,
+    },
     "request_approval": {
         "APPROVALS_TABLE": naming.APPROVALS_TABLE,
         "APPROVAL_TOPIC_ARN": f"<AWS::SNS::Topic {naming.APPROVAL_TOPIC}>",
     },
     "mitigate": MITIGATION_ENV,
     "expire": MITIGATION_ENV,
+    "waf_writer": {
+        "BLOCKS_TABLE": naming.BLOCKS_TABLE,
+        "WAF_SCOPE": "REGIONAL",
+        "WAF_IPV4_SET_NAME": naming.WAF_IPV4_SET,
+        "WAF_IPV6_SET_NAME": naming.WAF_IPV6_SET,
+    },
     "report": {
         "INCIDENTS_TABLE": naming.INCIDENTS_TABLE,
         "APPROVALS_TABLE": naming.APPROVALS_TABLE,

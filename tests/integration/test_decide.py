@@ -56,6 +56,8 @@ def account(monkeypatch, tmp_path):
     monkeypatch.setenv("POLICY_FILE", str(built))
     monkeypatch.delenv("POLICY_PARAMETER", raising=False)
     monkeypatch.delenv("POLICY_MAX_AGE_SECONDS", raising=False)
+    # The local runtime leaves the template's variables in the environment of later tests.
+    monkeypatch.delenv("BUDGET_TABLE", raising=False)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "decide")
     cold_start()
     with mock_aws():

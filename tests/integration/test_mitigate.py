@@ -18,8 +18,21 @@ from cloud_sniper.domain.errors import TransientAwsError
 from cloud_sniper.domain.models import ActionStatus, Decision, Finding, PlannedAction
 from services.mitigate import handler
 from services.mitigate.actions import Ports, apply_actions, expire_blocks, list_blocks
-from services.mitigate.adapters import Ec2NetworkAcls, WafIpSets, build_ports
-from services.mitigate.settings import Settings, load_settings
+from services.mitigate.adapters import (
+    Ec2NetworkAcls,
+    WafChangeQueue,
+    WafIpSets,
+    build_ports,
+    build_writer_ports,
+)
+from services.mitigate.settings import (
+    Settings,
+    WriterSettings,
+    load_settings,
+    load_writer_settings,
+)
+from services.mitigate.waf_writer import parse_records, write_changes
+from tests.integration import waf_queue
 from tests.project_tables import create_table
 
 NOW = datetime(2024, 5, 1, 11, 0, tzinfo=UTC)
@@ -28,6 +41,7 @@ V6 = "2001:db8::bad:1"
 OTHER_V4 = "203.0.113.66"
 FOREIGN_CIDR = "192.0.2.0/24"
 INCIDENT = "inc-0123456789abcdef"
+NAMES = {4: naming.WAF_IPV4_SET, 6: naming.WAF_IPV6_SET}
 
 ENVIRONMENT = {
     "BLOCKS_TABLE": naming.BLOCKS_TABLE,
@@ -38,6 +52,7 @@ ENVIRONMENT = {
     "NACL_RULE_RANGE": "50-99",
     "DEFAULT_BLOCK_TTL_SECONDS": "86400",
     "POWERTOOLS_SERVICE_NAME": "mitigate",
+    "WAF_CHANGES_QUEUE_URL": waf_queue.QUEUE_URL,
 }
 
 
@@ -48,11 +63,24 @@ class Account:
     ec2: Any
     wafv2: Any
     dynamodb: Any
+    sqs: Any
     subnet_id: str
     nacl_id: str
 
     def ports(self, rule_range: str = "50-99") -> Ports:
         return build_ports(Settings.model_validate({**ENVIRONMENT, "NACL_RULE_RANGE": rule_range}))
+
+    def write(self, at: datetime = NOW) -> list[str]:
+        """Run the WAF writer over every change queued; the ids of the messages it handed back."""
+        ports = build_writer_ports(WriterSettings.model_validate(ENVIRONMENT))
+
+        def writer(event: dict[str, Any]) -> dict[str, Any]:
+            changes, invalid = parse_records(event["Records"])
+            failed = invalid + write_changes(changes, ports, at).failed
+            return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
+
+        batch = waf_queue.drain(self.sqs, writer)
+        return [] if batch is None else batch[1]
 
     def ip_set(self, version: int) -> dict[str, Any]:
         name = naming.WAF_IPV4_SET if version == 4 else naming.WAF_IPV6_SET
@@ -104,6 +132,8 @@ def account():
         ec2 = boto3.client("ec2")
         wafv2 = boto3.client("wafv2")
         dynamodb = boto3.resource("dynamodb")
+        sqs = boto3.client("sqs")
+        waf_queue.create_queue(sqs)
 
         vpc_id = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
         subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.30.1.0/24")["Subnet"]["SubnetId"]
@@ -142,7 +172,7 @@ def account():
         for kind, value in (("ipv4", V4), ("ipv4", OTHER_V4), ("ipv6", V6)):
             indicators.put_item(Item={"kind": kind, "value": value, "sightings": 1})
 
-        yield Account(ec2, wafv2, dynamodb, subnet_id, acls[0]["NetworkAclId"])
+        yield Account(ec2, wafv2, dynamodb, sqs, subnet_id, acls[0]["NetworkAclId"])
 
 
 @pytest.fixture
@@ -187,8 +217,10 @@ def aws_error(code: str, status: int = 400) -> tuple[AWSResponse, dict[str, Any]
     return AWSResponse("https://aws.invalid/", status, {}, None), parsed
 
 
-def with_waf(ports: Ports, client: Any) -> Ports:
-    ip_sets = WafIpSets(client, "REGIONAL", {4: naming.WAF_IPV4_SET, 6: naming.WAF_IPV6_SET})
+def with_queue(ports: Ports, client: Any) -> Ports:
+    """The ports with the WAF changes queue reached through that SQS client."""
+    names = {4: naming.WAF_IPV4_SET, 6: naming.WAF_IPV6_SET}
+    ip_sets = WafChangeQueue(client, names, queue_url=waf_queue.QUEUE_URL)
     return dataclasses.replace(ports, ip_sets=ip_sets)
 
 
@@ -205,9 +237,10 @@ def test_waf_and_nacl_blocks_are_applied(account, target, version, cidr, kind, f
         finding([account.subnet_id]), decision(target), INCIDENT, False, NOW, ports
     )
 
-    # Then both are applied, each with its block and expiry
+    # Then the NACL block is applied and the WAF block queued for the writer, each with its
+    # block and expiry
     assert [(r.kind.value, r.status) for r in results] == [
-        ("waf_block", ActionStatus.APPLIED),
+        ("waf_block", ActionStatus.QUEUED),
         ("nacl_block", ActionStatus.APPLIED),
     ]
     waf_set = naming.WAF_IPV4_SET if version == 4 else naming.WAF_IPV6_SET
@@ -216,9 +249,13 @@ def test_waf_and_nacl_blocks_are_applied(account, target, version, cidr, kind, f
         f"nacl#{account.nacl_id}#{cidr}",
     ]
     assert {r.expires_at for r in results} == {NOW + timedelta(days=1)}
+    assert account.addresses(version) == []
 
-    # And the address is in the IP set of its version, whose description is kept
+    # And once the WAF writer ran, the address is in the IP set of its version, whose
+    # description is kept, and its block is marked written
+    assert account.write() == []
     assert account.addresses(version) == [cidr]
+    assert account.blocks()[f"waf#{waf_set}#{cidr}"]["written_at"] == "2024-05-01T11:00:00Z"
     assert account.addresses(6 if version == 4 else 4) == []
     assert account.ip_set(version)["Description"] == "Addresses blocked by Cloud Sniper"
 
@@ -245,9 +282,10 @@ def test_waf_and_nacl_blocks_are_applied(account, target, version, cidr, kind, f
 
 
 def test_applying_twice_changes_nothing(account, finding):
-    # Given blocks applied once
+    # Given blocks applied once, the WAF writer having run
     ports = account.ports()
     apply_actions(finding([account.subnet_id]), decision(V4), INCIDENT, False, NOW, ports)
+    account.write()
     before = (account.ip_set(4), account.inbound(), account.blocks(), account.indicator("ipv4", V4))
 
     # When the same decision is applied again, as a retried Mitigate task does
@@ -261,6 +299,32 @@ def test_applying_twice_changes_nothing(account, finding):
     assert {r.expires_at for r in results} == {NOW + timedelta(days=1)}
     after = (account.ip_set(4), account.inbound(), account.blocks(), account.indicator("ipv4", V4))
     assert after == before
+    assert waf_queue.queued(account.sqs) == []
+
+
+def test_a_retry_before_the_writer_ran_asks_it_again_and_it_adds_the_address_once(account, finding):
+    # Given a WAF block recorded and queued, whose execution is retried before the writer runs
+    ports = account.ports()
+    plan = decision(V4, ("waf_block",))
+    apply_actions(finding([account.subnet_id]), plan, INCIDENT, False, NOW, ports)
+
+    # When the retry applies it again
+    [retried] = apply_actions(finding([account.subnet_id]), plan, INCIDENT, False, NOW, ports)
+
+    # Then it is still queued, asked twice (the first ask may have been lost with the attempt)
+    assert retried.status is ActionStatus.QUEUED
+    assert "already asked of the WAF writer" in retried.detail
+    assert len(waf_queue.queued(account.sqs)) == 2
+
+    # And the writer adds the address once, in one update
+    wafv2 = boto3.client("wafv2")
+    updates = on_call(wafv2, "UpdateIPSet", lambda _: None)
+    writer = build_writer_ports(WriterSettings.model_validate(ENVIRONMENT))
+    writer = dataclasses.replace(writer, ip_sets=WafIpSets(wafv2, "REGIONAL", NAMES))
+    batch = waf_queue.receive_batch(account.sqs)
+    report = write_changes(parse_records(batch)[0], writer, NOW)
+    assert (report.failed, report.writes, updates) == ([], 1, [1])
+    assert account.addresses(4) == ["198.51.100.7/32"]
 
 
 def test_blocks_left_unrecorded_by_a_failed_attempt_are_recorded_on_retry(account, finding):
@@ -279,75 +343,43 @@ def test_blocks_left_unrecorded_by_a_failed_attempt_are_recorded_on_retry(accoun
         finding([account.subnet_id]), decision(V4), INCIDENT, False, NOW, account.ports()
     )
 
-    # Then nothing is added twice, and both blocks are recorded so that they expire
-    assert {r.status for r in results} == {ActionStatus.ALREADY_APPLIED}
-    assert account.addresses(4) == ["198.51.100.7/32"]
+    # Then both blocks are recorded so that they expire: the NACL block found in place, the WAF
+    # block asked of the writer, which mitigate no longer reads
+    assert [r.status for r in results] == [ActionStatus.QUEUED, ActionStatus.ALREADY_APPLIED]
     assert sorted(rule for rule, entry in account.inbound().items() if entry[0] == "deny") == [
         50,
         32767,
     ]
     assert sorted(account.blocks()) == sorted(r.block_id for r in results)
 
-
-def test_waf_lock_conflict_is_retried_on_a_fresh_read(account, finding):
-    # Given another writer that adds an address just before our first update
-    client = boto3.client("wafv2")
-    other = boto3.client("wafv2")
-
-    def concurrent_write(call: int) -> None:
-        if call == 1:
-            ip_set = account.ip_set(4)
-            other.update_ip_set(
-                Name=ip_set["Name"],
-                Scope="REGIONAL",
-                Id=ip_set["Id"],
-                Addresses=[*ip_set["Addresses"], "192.0.2.99/32"],
-                LockToken=ip_set["LockToken"],
-            )
-
-    calls = on_call(client, "UpdateIPSet", concurrent_write)
-    ports = with_waf(account.ports(), client)
-
-    # When the WAF block is applied
-    results = apply_actions(
-        finding([account.subnet_id]), decision(V4, ("waf_block",)), INCIDENT, False, NOW, ports
-    )
-
-    # Then the stale lock token is met by a fresh read and a second update that keeps both
-    assert [r.status for r in results] == [ActionStatus.APPLIED]
-    assert calls == [1, 2]
-    assert sorted(account.addresses(4)) == ["192.0.2.99/32", "198.51.100.7/32"]
+    # And the writer finds the address in place: nothing is added twice, the block is written
+    lock_token = account.ip_set(4)["LockToken"]
+    assert account.write() == []
+    assert account.addresses(4) == ["198.51.100.7/32"]
+    assert account.ip_set(4)["LockToken"] == lock_token
+    assert "written_at" in account.blocks()[results[0].block_id]
 
 
-def test_waf_lock_conflict_that_never_ends_is_transient(account, finding):
-    # Given an IP set that changes under every one of our updates
-    client = boto3.client("wafv2")
-    calls = on_call(client, "UpdateIPSet", lambda _: aws_error("WAFOptimisticLockException"))
-    ports = with_waf(account.ports(), client)
-
-    # When the WAF block is applied
-    # Then after a bounded number of attempts the state machine is asked to retry
-    with pytest.raises(TransientAwsError, match="changed under each of 5 updates"):
-        apply_actions(
-            finding([account.subnet_id]), decision(V4, ("waf_block",)), INCIDENT, False, NOW, ports
-        )
-    assert len(calls) == 5
-    assert account.blocks() == {}
-
-
-def test_throttled_waf_update_is_transient(account, finding):
-    # Given a WAF that throttles updates
-    client = boto3.client("wafv2")
-    on_call(client, "UpdateIPSet", lambda _: aws_error("ThrottlingException"))
-    ports = with_waf(account.ports(), client)
+def test_a_throttled_waf_change_is_transient_and_leaves_no_block(account, finding):
+    # Given a WAF changes queue that throttles every message
+    client = boto3.client("sqs")
+    on_call(client, "SendMessage", lambda _: aws_error("ThrottlingException"))
+    ports = with_queue(account.ports(), client)
 
     # When the decision's blocks are applied
-    # Then the transient error goes up for the state machine's Retry, before any NACL change
-    with pytest.raises(TransientAwsError, match="ThrottlingException"):
+    # Then the transient error goes up for the state machine's Retry, before any NACL change,
+    # and the WAF block recorded just before is forgotten: nothing reports it in force
+    with pytest.raises(TransientAwsError, match="SendMessage cloud-sniper-waf-changes"):
         apply_actions(finding([account.subnet_id]), decision(V4), INCIDENT, False, NOW, ports)
-    assert account.addresses(4) == []
     assert 50 not in account.inbound()
     assert account.blocks() == {}
+    assert waf_queue.queued(account.sqs) == []
+
+    # And the retry, the queue working again, records and queues the block
+    results = apply_actions(
+        finding([account.subnet_id]), decision(V4), INCIDENT, False, NOW, account.ports()
+    )
+    assert [r.status for r in results] == [ActionStatus.QUEUED, ActionStatus.APPLIED]
 
 
 class ThrottledBody:
@@ -360,7 +392,7 @@ class ThrottledBody:
 def test_the_sdk_retries_a_throttled_call_briefly_and_leaves_the_rest_to_the_state_machine(
     account, finding
 ):
-    # Given a WAF that throttles every request that reaches the wire
+    # Given a WAF changes queue that throttles every request that reaches the wire
     session = boto3.session.Session()
     sent: list[str] = []
 
@@ -368,7 +400,7 @@ def test_the_sdk_retries_a_throttled_call_briefly_and_leaves_the_rest_to_the_sta
         sent.append(request.url)
         return AWSResponse(request.url, 400, {}, ThrottledBody())
 
-    session.events.register("before-send.wafv2", throttle)
+    session.events.register("before-send.sqs.SendMessage", throttle)
     settings = Settings.model_validate(ENVIRONMENT)
 
     # When the clients the service builds apply a WAF block
@@ -424,10 +456,11 @@ def test_range_full_of_foreign_entries_fails_only_the_nacl_action(account, findi
     # When the WAF and NACL blocks are applied
     results = apply_actions(finding([account.subnet_id]), decision(V4), INCIDENT, False, NOW, ports)
 
-    # Then the NACL block fails with the reason and the WAF block is applied regardless
-    assert [r.status for r in results] == [ActionStatus.APPLIED, ActionStatus.FAILED]
+    # Then the NACL block fails with the reason and the WAF block goes on regardless
+    assert [r.status for r in results] == [ActionStatus.QUEUED, ActionStatus.FAILED]
     assert "50-51" in results[1].detail
     assert "did not create" in results[1].detail
+    account.write()
     assert account.addresses(4) == ["198.51.100.7/32"]
 
 
@@ -449,11 +482,12 @@ def test_a_target_that_cannot_be_blocked_fails_alone(account, finding):
     assert [r.status for r in results] == [
         ActionStatus.FAILED,
         ActionStatus.FAILED,
-        ActionStatus.APPLIED,
+        ActionStatus.QUEUED,
     ]
     assert "not an IP address" in results[0].detail
     assert "wider than /16" in results[1].detail
     assert [rule for rule in account.inbound() if rule < 100] == []
+    account.write()
     assert account.addresses(4) == ["198.51.100.7/32"]
 
 
@@ -476,21 +510,30 @@ def test_missing_subnet_or_subnet_less_resource_is_not_found(account, finding):
     assert account.blocks() == {}
 
 
-def test_missing_ip_set_is_not_found(account, finding):
+def test_a_missing_ip_set_fails_its_changes_in_the_writer_alone(account, finding):
     # Given an account without the IPv6 IP set
     ip_set = account.ip_set(6)
     account.wafv2.delete_ip_set(
         Name=ip_set["Name"], Scope="REGIONAL", Id=ip_set["Id"], LockToken=ip_set["LockToken"]
     )
 
-    # When an IPv6 address is blocked in WAF and in the network ACL
-    results = apply_actions(
-        finding([account.subnet_id]), decision(V6), INCIDENT, False, NOW, account.ports()
-    )
+    # When an IPv6 and an IPv4 address are blocked in WAF, and the NACL
+    ports = account.ports()
+    subnet = [account.subnet_id]
+    results = apply_actions(finding(subnet), decision(V6), INCIDENT, False, NOW, ports)
+    apply_actions(finding(subnet), decision(V4, ("waf_block",)), INCIDENT, False, NOW, ports)
 
-    # Then the WAF block names the missing set, and the NACL block still goes on
-    assert [r.status for r in results] == [ActionStatus.NOT_FOUND, ActionStatus.APPLIED]
-    assert naming.WAF_IPV6_SET in results[0].detail
+    # Then mitigate, which no longer reads the sets, queues the WAF block; the NACL block goes on
+    assert [r.status for r in results] == [ActionStatus.QUEUED, ActionStatus.APPLIED]
+
+    # And the writer hands back the IPv6 change alone, which stays queued, and writes the IPv4 one
+    failed = account.write()
+    assert [json.loads(body)["cidr"] for body in waf_queue.queued(account.sqs)] == [
+        "2001:db8::bad:1/128"
+    ]
+    assert len(failed) == 1
+    assert account.addresses(4) == ["198.51.100.7/32"]
+    assert "written_at" not in account.blocks()[results[0].block_id]
 
 
 def test_dry_run_plans_and_changes_nothing(account, finding):
@@ -516,9 +559,11 @@ def test_expiry_lifts_due_blocks_and_keeps_the_others(account, finding):
     subnet = [account.subnet_id]
     apply_actions(finding(subnet), decision(V4, ttl=60), "inc-short", False, NOW, ports)
     apply_actions(finding(subnet), decision(OTHER_V4, ttl=3600), "inc-long", False, NOW, ports)
+    account.write()
 
-    # When the expiry runs after the short one is due
+    # When the expiry runs after the short one is due, and the WAF writer after it
     report = expire_blocks(NOW + timedelta(minutes=2), ports)
+    account.write()
 
     # Then the short blocks are lifted from WAF and the NACL and marked, the long ones stay
     short = [
@@ -605,9 +650,15 @@ def test_handlers_apply_a_decision_and_expire_it(account, monkeypatch, event):
     # Then it returns the results as plain JSON
     assert json.loads(json.dumps(output)) == output
     assert [(r["kind"], r["status"]) for r in output["results"]] == [
-        ("waf_block", "applied"),
+        ("waf_block", "queued"),
         ("nacl_block", "applied"),
     ]
+
+    # And the WAF writer function, given the queued change, puts the address in its set
+    handler.writer_ports.cache_clear()
+    load_writer_settings.cache_clear()
+    batch = waf_queue.drain(account.sqs, lambda records: handler.waf_writer(records, None))
+    assert batch is not None and batch[1] == []
     assert account.addresses(4) == ["198.51.100.7/32"]
 
     # And the scheduled expiry leaves blocks that are not due
@@ -620,6 +671,8 @@ def test_handlers_apply_a_decision_and_expire_it(account, monkeypatch, event):
     }
     handler.ports.cache_clear()
     load_settings.cache_clear()
+    handler.writer_ports.cache_clear()
+    load_writer_settings.cache_clear()
 
 
 def later_update(finding: Finding, hours: int, count: int) -> Finding:
@@ -630,11 +683,11 @@ def later_update(finding: Finding, hours: int, count: int) -> Finding:
 
 
 def counting_writes(ports: Ports) -> tuple[Ports, list[int], list[int]]:
-    """The ports with WAF and EC2 clients that count IP set updates and NACL entries written."""
-    wafv2, ec2 = boto3.client("wafv2"), boto3.client("ec2")
-    waf_writes = on_call(wafv2, "UpdateIPSet", lambda _: None)
+    """The ports with SQS and EC2 clients that count WAF changes asked and NACL entries written."""
+    sqs, ec2 = boto3.client("sqs"), boto3.client("ec2")
+    waf_writes = on_call(sqs, "SendMessage", lambda _: None)
     nacl_writes = on_call(ec2, "CreateNetworkAclEntry", lambda _: None)
-    ports = dataclasses.replace(with_waf(ports, wafv2), network_acls=Ec2NetworkAcls(ec2))
+    ports = dataclasses.replace(with_queue(ports, sqs), network_acls=Ec2NetworkAcls(ec2))
     return ports, waf_writes, nacl_writes
 
 
@@ -643,6 +696,7 @@ def test_a_later_update_renews_the_blocks_in_force_without_writing_them_again(ac
     subnet = [account.subnet_id]
     first = finding(subnet)
     apply_actions(first, decision(V4, ttl=86400), INCIDENT, False, NOW, account.ports())
+    account.write()
     cidr = "198.51.100.7/32"
 
     # When GuardDuty delivers a later update of it six hours on, and the same decision follows
@@ -661,6 +715,7 @@ def test_a_later_update_renews_the_blocks_in_force_without_writing_them_again(ac
 
     # And neither WAF nor the network ACL was written again: one address, one deny entry
     assert (waf_writes, nacl_writes) == ([], [])
+    assert waf_queue.queued(account.sqs) == []
     assert account.addresses(4) == [cidr]
     assert [rule for rule, entry in account.inbound().items() if entry[1] == cidr] == [50]
 
@@ -668,6 +723,7 @@ def test_a_later_update_renews_the_blocks_in_force_without_writing_them_again(ac
     blocks = account.blocks()
     assert sorted(blocks) == sorted(r.block_id for r in results)
     for item in blocks.values():
+        item.pop("written_at", None)
         assert (item["status"], item["incident_id"]) == ("active", INCIDENT)
         assert item["expires_at"] == "2024-05-02T17:00:00Z"
         assert item["expires_at_epoch"] == int(renewed.timestamp())
@@ -691,6 +747,7 @@ def test_the_same_address_named_by_another_finding_renews_the_block(account, fin
     apply_actions(
         finding(subnet), decision(V4, ("waf_block",)), INCIDENT, False, NOW, account.ports()
     )
+    account.write()
 
     # When another finding names the same address an hour later
     other = finding(subnet).model_copy(update={"id": "another-finding"})
@@ -713,6 +770,7 @@ def test_a_renewal_never_shortens_the_expiry(account, finding):
     subnet = [account.subnet_id]
     first = finding(subnet)
     apply_actions(first, decision(V4, ttl=2 * 86400), INCIDENT, False, NOW, account.ports())
+    account.write()
     before = (account.blocks(), account.indicator("ipv4", V4))
 
     # When a later update asks for them for an hour
@@ -734,7 +792,9 @@ def test_a_block_the_expiry_lifted_is_applied_anew_while_the_activity_goes_on(ac
     first = finding(subnet)
     ports = account.ports()
     apply_actions(first, decision(V4, ttl=60), INCIDENT, False, NOW, ports)
+    account.write()
     expire_blocks(NOW + timedelta(minutes=2), ports)
+    account.write()
     assert account.addresses(4) == []
     assert account.indicator("ipv4", V4)["block_state"] == "expired"
 
@@ -745,8 +805,9 @@ def test_a_block_the_expiry_lifted_is_applied_anew_while_the_activity_goes_on(ac
     )
 
     # Then both are applied anew, with a new expiry, in WAF and the network ACL
-    assert [r.status for r in results] == [ActionStatus.APPLIED] * 2
+    assert [r.status for r in results] == [ActionStatus.QUEUED, ActionStatus.APPLIED]
     assert {r.expires_at for r in results} == {later + timedelta(hours=1)}
+    assert account.write() == []
     cidr = "198.51.100.7/32"
     assert account.addresses(4) == [cidr]
     assert account.inbound()[50] == ("deny", cidr, "-1")
@@ -780,19 +841,41 @@ def test_a_block_the_expiry_lifted_is_applied_anew_while_the_activity_goes_on(ac
     # And the expiry run lifts the new blocks in their turn
     report = expire_blocks(later + timedelta(hours=2), ports)
     assert sorted(report.expired) == sorted([waf_id, nacl_id])
+    account.write()
     assert account.addresses(4) == []
 
 
-def test_an_action_this_version_cannot_run_is_unavailable_and_changes_nothing(account, finding):
-    # Given a decision that reached mitigate with an isolation in it
+def test_a_catalogue_action_in_a_dry_run_is_planned_and_changes_nothing(account, finding):
+    # Given a decision with an isolation, and the account as it is
     ports = account.ports()
     before = (account.ip_set(4), account.inbound(), account.blocks())
     isolation = decision("i-0123456789abcdef0", kinds=("isolate_instance",))
 
-    # When it is applied
-    (result,) = apply_actions(finding([account.subnet_id]), isolation, INCIDENT, False, NOW, ports)
+    # When it is applied as a dry run
+    (result,) = apply_actions(finding([account.subnet_id]), isolation, INCIDENT, True, NOW, ports)
 
-    # Then it is reported unavailable and neither WAF nor the network ACL changed
-    assert result.status == ActionStatus.UNAVAILABLE
-    assert "not yet available" in result.detail
+    # Then it is planned, said in words, and nothing changed
+    assert result.status == ActionStatus.PLANNED
+    assert result.detail.startswith("dry run: would ")
     assert (account.ip_set(4), account.inbound(), account.blocks()) == before
+
+
+def test_a_network_acl_at_its_quota_falls_back_to_waf(account, finding):
+    # Given a network ACL holding its quota of entries (2 here), none of them ours
+    account.deny(120, FOREIGN_CIDR)
+    ports = dataclasses.replace(account.ports(), nacl_entry_limit=2)
+
+    # When a decision asks for a network ACL block alone
+    results = apply_actions(
+        finding([account.subnet_id]), decision(V4, ("nacl_block",)), INCIDENT, False, NOW, ports
+    )
+
+    # Then the network ACL block fails saying so, and the address is blocked in WAF instead
+    nacl, waf = results
+    assert nacl.status == ActionStatus.FAILED
+    assert "network ACL full: it holds 2 entries, its quota of 2" in nacl.detail
+    assert (waf.kind.value, waf.status) == ("waf_block", ActionStatus.QUEUED)
+    assert waf.detail.startswith("in place of the full network ACL: asked the WAF writer to add")
+    account.write()
+    assert account.addresses(4) == ["198.51.100.7/32"]
+    assert 50 not in account.inbound()

@@ -13,7 +13,7 @@ from moto import mock_aws
 
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import TransientAwsError
-from cloud_sniper.domain.models import ActionKind
+from cloud_sniper.domain.models import ActionKind, ActionStatus
 from services.mitigate.actions import Block
 from services.mitigate.adapters import DynamoBlockStore
 from services.report import handler as report_handler
@@ -262,9 +262,13 @@ def test_an_approval_timeout_without_a_stored_approval_stores_none(account, miti
 
 
 def record_block(
-    account: Account, incident_id: str, kind: ActionKind, created_at: datetime
+    account: Account,
+    incident_id: str,
+    kind: ActionKind,
+    created_at: datetime,
+    written: bool = True,
 ) -> Block:
-    """Record a block as the mitigate service does."""
+    """Record a block as the mitigate service does; a WAF one as the WAF writer marks it."""
     nacl = kind == ActionKind.NACL_BLOCK
     block = Block(
         block_id=f"{kind}#{incident_id}#{created_at:%H%M%S}",
@@ -282,7 +286,10 @@ def record_block(
         created_at=created_at,
         expires_at=created_at + timedelta(days=1),
     )
-    assert DynamoBlockStore(account.blocks).put_new(block)
+    store = DynamoBlockStore(account.blocks)
+    assert store.put_new(block)
+    if not nacl and written:
+        assert store.mark_written(block.block_id, created_at + timedelta(seconds=30))
     return block
 
 
@@ -330,6 +337,31 @@ def test_a_failed_mitigation_reports_the_blocks_it_left_in_force(account, mitiga
         "acl-0123456789abcdef0, in force from an earlier attempt | 2024-05-02 10:30:11 UTC |"
     ) in markdown
     assert "in force from an earlier execution | 2024-05-02 08:30:08 UTC |" in markdown
+
+
+def test_a_failed_mitigation_reports_a_waf_block_still_queued_as_such(account, mitigated):
+    # Given Mitigate failed after its first attempt recorded a WAF block the writer has not
+    # written yet
+    request = mitigated()
+    state = request["state"]
+    del state["mitigation"]
+    state["failure"] = {"Error": "TransientAwsError", "Cause": "EC2: RequestLimitExceeded"}
+    started = datetime(2024, 5, 1, 10, 30, 8, tzinfo=UTC)
+    queued = record_block(
+        account, INCIDENT_ID, ActionKind.WAF_BLOCK, started + timedelta(seconds=2), written=False
+    )
+
+    # When it is reported
+    result = report_handler.report(request, Context())
+
+    # Then the block is listed as queued for the WAF writer, not as in force
+    document, _ = read_object(account, result["report_keys"]["json"])
+    [block] = read_json(document).blocks_in_force
+    assert (block.block_id, block.status) == (queued.block_id, ActionStatus.QUEUED)
+    assert block.detail == (
+        f"198.51.100.7/32 queued for {naming.WAF_IPV4_SET}, asked of the WAF writer from an "
+        "earlier attempt"
+    )
 
 
 def test_an_unread_delivery_is_still_reported(account, event):

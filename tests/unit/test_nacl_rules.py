@@ -7,6 +7,7 @@ import pytest
 from cloud_sniper.domain.nacl_rules import (
     Allocation,
     NaclEntry,
+    NaclFullError,
     NaclRangeFullError,
     NaclRuleRangeError,
     OurRule,
@@ -159,3 +160,32 @@ def test_allow_entries_before_our_deny_are_reported():
     # Then only the inbound allow at 20 covers it before 50
     assert shadowing_allows(entries, "203.0.113.7/32", 50) == [20]
     assert shadowing_allows(entries, "2001:db8::1/128", 50) == []
+
+
+# --- the network ACL's quota of entries -------------------------------------------------------
+
+
+def test_a_network_acl_at_its_quota_evicts_our_block_that_expires_first():
+    # Given a network ACL at its quota of 4 entries, two of them ours, the later created one
+    # expiring first, and free numbers left in the range
+    early, late = ours(50, 0), ours(51, 5)
+    early = OurRule(early.block_id, 50, early.created_at, expires_at=T0 + timedelta(hours=24))
+    late = OurRule(late.block_id, 51, late.created_at, expires_at=T0 + timedelta(hours=1))
+    used = [50, 51, *DEFAULT_INBOUND, 200]
+
+    # When a number is allocated
+    allocation = allocate_rule_number(RANGE, used, [early, late], entry_limit=4)
+
+    # Then the block that expires first gives up its number, though numbers are free
+    assert allocation == Allocation(rule_number=51, evicted=late)
+
+
+def test_the_catch_all_entry_does_not_count_against_the_quota():
+    allocation = allocate_rule_number(RANGE, [100, 32767], [], entry_limit=2)
+
+    assert allocation == Allocation(rule_number=50)
+
+
+def test_a_network_acl_at_its_quota_with_nothing_of_ours_is_full():
+    with pytest.raises(NaclFullError, match="network ACL full: it holds 3 entries, its quota of 3"):
+        allocate_rule_number(RANGE, [100, 101, 102, 32767], [], entry_limit=3)

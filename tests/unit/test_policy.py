@@ -613,7 +613,7 @@ ACCESS_KEY = {
             8.0,
             OUT,
             None,
-            "notify",
+            "approval",
             "instance-attacks-others",
         ),
         ("Recon:EC2/PortProbeUnprotectedPort", 5.0, address(), None, "auto", "port-probe"),
@@ -631,16 +631,16 @@ ACCESS_KEY = {
             5.0,
             OUT,
             None,
-            "notify",
+            "approval",
             "compromised-workload-c2",
         ),
-        ("Backdoor:EC2/C&CActivity.B", 8.0, OUT, None, "notify", "compromised-workload-c2"),
+        ("Backdoor:EC2/C&CActivity.B", 8.0, OUT, None, "approval", "compromised-workload-c2"),
         (
             "CryptoCurrency:EC2/BitcoinTool.B!DNS",
             8.0,
             address(role=IndicatorRole.OBSERVED, direction=Direction.OUTBOUND),
             None,
-            "notify",
+            "approval",
             "compromised-workload-c2",
         ),
         (
@@ -648,7 +648,7 @@ ACCESS_KEY = {
             8.0,
             address(),
             ACCESS_KEY,
-            "notify",
+            "approval",
             "compromised-credentials",
         ),
         (
@@ -675,7 +675,7 @@ ACCESS_KEY = {
             "auto",
             "api-from-malicious-address",
         ),
-        ("Execution:Runtime/ReverseShell", 8.0, address(), None, "notify", "malware-on-instance"),
+        ("Execution:Runtime/ReverseShell", 8.0, address(), None, "approval", "malware-on-instance"),
         (
             "Stealth:IAMUser/CloudTrailLoggingDisabled",
             2.0,
@@ -719,10 +719,21 @@ def test_the_default_policy_waits_an_hour_for_an_approval(default_policy):
 # --- actions beyond blocks: planned, reported, not yet carried out ---------------------------
 
 C2 = {"name": "c2", "mode": "approval", "actions": ["isolate_instance", "c2_block"]}
+
+
+@pytest.fixture
+def only_blocks_available(monkeypatch):
+    """A version of Cloud Sniper that carries out address blocks alone, as the first did."""
+    from cloud_sniper.domain import policy as policy_module
+
+    available = frozenset({ActionKind.WAF_BLOCK, ActionKind.NACL_BLOCK})
+    monkeypatch.setattr(policy_module, "AVAILABLE_ACTIONS", available)
+
+
 DOMAIN = Indicator(kind=IndicatorKind.DOMAIN, value="c2.malicious.example")
 
 
-def test_a_c2_finding_plans_isolation_and_the_c2_cut_as_not_yet_available():
+def test_a_c2_finding_plans_isolation_and_the_c2_cut_as_not_yet_available(only_blocks_available):
     # Given a rule isolating the instance and cutting its C2, and a C&C finding naming the
     # remote address it reached and the domain it resolved
     c2 = finding(type="Backdoor:EC2/C&CActivity.B", indicators=[OUT, DOMAIN])
@@ -744,7 +755,7 @@ def test_a_c2_finding_plans_isolation_and_the_c2_cut_as_not_yet_available():
     assert [a.ttl_seconds is None for a in decision.unavailable] == [True, False, False]
 
 
-def test_the_c2_cut_never_blocks_the_victim_of_an_instance_that_attacks():
+def test_the_c2_cut_never_blocks_the_victim_of_an_instance_that_attacks(only_blocks_available):
     # Given a rule asking to cut the remote of a spam finding: the remote is the spam's victim
     spam = finding(type="Backdoor:EC2/Spambot", indicators=[OUT])
 
@@ -758,7 +769,7 @@ def test_the_c2_cut_never_blocks_the_victim_of_an_instance_that_attacks():
     assert "victim" in refusal.reason
 
 
-def test_the_c2_cut_still_refuses_the_estate_and_private_addresses():
+def test_the_c2_cut_still_refuses_the_estate_and_private_addresses(only_blocks_available):
     private = address("10.1.2.3", role=IndicatorRole.TARGET, direction=Direction.OUTBOUND)
     c2 = finding(type="Trojan:EC2/DropPoint", indicators=[private, OUT])
 
@@ -770,7 +781,7 @@ def test_the_c2_cut_still_refuses_the_estate_and_private_addresses():
     }
 
 
-def test_root_credentials_are_never_revoked():
+def test_root_credentials_are_never_revoked(only_blocks_available):
     # Given a rule revoking credentials and a finding about the root user's key
     root = finding(
         {"kind": "AccessKey", "access_key_id": "AKIAROOTROOTROOT1234", "user_type": "Root"},
@@ -786,7 +797,7 @@ def test_root_credentials_are_never_revoked():
     ]
 
 
-def test_a_public_bucket_plans_one_action_per_bucket():
+def test_a_public_bucket_plans_one_action_per_bucket(only_blocks_available):
     buckets = finding(
         {"kind": "S3Bucket", "bucket_names": ["exports", "archive"]},
         type="Policy:S3/BucketPublicAccessGranted",
@@ -801,7 +812,7 @@ def test_a_public_bucket_plans_one_action_per_bucket():
     ]
 
 
-def test_a_rule_mixing_blocks_and_later_actions_runs_the_blocks():
+def test_a_rule_mixing_blocks_and_later_actions_runs_the_blocks(only_blocks_available):
     # Given an auto rule blocking the attacker and isolating the instance
     mixed = {"name": "mixed", "mode": "auto", "actions": ["waf_block", "isolate_instance"]}
 
@@ -827,3 +838,18 @@ def test_a_rule_sets_the_priority_of_its_decision():
 
     assert decide(policy(loud), finding()).priority == "high"
     assert decide(policy({"name": "quiet", "mode": "notify"}), finding()).priority == "normal"
+
+
+def test_every_action_of_this_version_is_carried_out():
+    # Given a rule isolating the instance and cutting its C2, and a C&C finding
+    c2 = finding(type="Backdoor:EC2/C&CActivity.B", indicators=[OUT, DOMAIN])
+
+    # When it is evaluated, then every action is planned to run, none left for later
+    decision = decide(policy(C2), c2)
+    assert decision.mode == Mode.APPROVAL
+    assert decision.unavailable == []
+    assert [a.kind for a in decision.actions] == [
+        ActionKind.ISOLATE_INSTANCE,
+        ActionKind.C2_BLOCK,
+        ActionKind.C2_BLOCK,
+    ]

@@ -172,7 +172,7 @@ def test_only_a_real_failed_execution_looks_for_blocks_in_force(mitigated):
 
 def test_a_failed_mitigation_shows_the_blocks_it_left_in_force(mitigated):
     # Given Mitigate failed after its retries, its first attempt having applied the NACL block,
-    # and a WAF block from an earlier execution of the same incident
+    # and a WAF block from an earlier execution of the same incident, written by the WAF writer
     incident = incident_from(failed_mitigation(mitigated()))
     items = [
         block_item("nacl#acl-0123456789abcdef0#198.51.100.7/32", "2024-05-01T10:30:11Z"),
@@ -185,6 +185,7 @@ def test_a_failed_mitigation_shows_the_blocks_it_left_in_force(mitigated):
             rule_number=None,
             ip_set="cloud-sniper-blocked-ipv4",
             expires_at="2024-05-02T08:00:00Z",
+            written_at="2024-05-01T08:00:30Z",
         ),
     ]
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import TypeAdapter
 
-from services.mitigate.actions import Block, BlockStatus, archived_block_id
+from services.mitigate.actions import Block, BlockStatus, RemovedReason, archived_block_id
 from services.mitigate.adapters._aws import aws_error, error_code
+from services.mitigate.waf_writer import BlockState
 
 # A removed block stays readable this long for reports, then DynamoDB's TTL deletes it. Active
 # blocks carry no TTL: deleting one before the expiry run lifted it would leave it in place.
@@ -21,6 +23,9 @@ TTL_ATTRIBUTE = "ttl"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 _TIME = TypeAdapter(datetime)
+
+# BatchGetItem reads at most this many keys per call.
+BATCH_GET_LIMIT = 100
 
 
 class DynamoBlockStore:
@@ -98,6 +103,74 @@ class DynamoBlockStore:
         except (ClientError, BotoCoreError) as exc:
             raise aws_error(exc, f"PutItem {archived.block_id}") from exc
 
+    def discard(self, block: Block) -> bool:
+        """Forget a block just recorded whose change never reached the WAF writer."""
+        try:
+            self._table.delete_item(
+                Key={"block_id": block.block_id},
+                ConditionExpression="created_at = :created AND attribute_not_exists(written_at)",
+                ExpressionAttributeValues={":created": _json_time(block.created_at)},
+            )
+        except ClientError as exc:
+            if error_code(exc) == _CONDITION_FAILED:
+                return False
+            raise aws_error(exc, f"DeleteItem {block.block_id}") from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, f"DeleteItem {block.block_id}") from exc
+        return True
+
+    def states(self, block_ids: Iterable[str]) -> dict[str, BlockState]:
+        """Whether each block is active, and since when, by id; unrecorded ones are left out."""
+        # The table resource's client reads and writes plain values, as the table does.
+        client = self._table.meta.client
+        ids = sorted(set(block_ids))
+        states: dict[str, BlockState] = {}
+        for start in range(0, len(ids), BATCH_GET_LIMIT):
+            request = {
+                self._table.name: {
+                    "Keys": [
+                        {"block_id": block_id} for block_id in ids[start : start + BATCH_GET_LIMIT]
+                    ],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "block_id, #status, created_at",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                }
+            }
+            while request:
+                try:
+                    response = client.batch_get_item(RequestItems=request)
+                except (ClientError, BotoCoreError) as exc:
+                    raise aws_error(exc, "BatchGetItem blocks") from exc
+                for item in response.get("Responses", {}).get(self._table.name, []):
+                    states[item["block_id"]] = BlockState(
+                        active=item.get("status") == BlockStatus.ACTIVE.value,
+                        created_at=_TIME.validate_python(item["created_at"]),
+                    )
+                # Keys DynamoDB could not read this time are asked again.
+                request = response.get("UnprocessedKeys") or {}
+        return states
+
+    def mark_written(self, block_id: str, at: datetime) -> bool:
+        """Note that an active block's address is in its IP set; False when it is not active."""
+        try:
+            self._table.update_item(
+                Key={"block_id": block_id},
+                UpdateExpression="SET written_at = if_not_exists(written_at, :at)",
+                ConditionExpression="#status = :active",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":active": BlockStatus.ACTIVE.value,
+                    ":at": _json_time(at),
+                },
+            )
+        except ClientError as exc:
+            if error_code(exc) == _CONDITION_FAILED:
+                return False
+            raise aws_error(exc, f"UpdateItem {block_id}") from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, f"UpdateItem {block_id}") from exc
+        return True
+
     def active(self, nacl_id: str | None = None) -> list[Block]:
         """The active blocks, of one network ACL when named."""
         condition = Attr("status").eq(BlockStatus.ACTIVE.value)
@@ -109,9 +182,7 @@ class DynamoBlockStore:
         """Every recorded block, active or removed."""
         return self._scan(None)
 
-    def mark_removed(
-        self, block_id: str, reason: Literal["expired", "evicted"], at: datetime
-    ) -> bool:
+    def mark_removed(self, block_id: str, reason: RemovedReason, at: datetime) -> bool:
         """Mark an active block removed; False when it was not active any more."""
         try:
             self._table.update_item(

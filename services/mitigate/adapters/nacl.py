@@ -1,4 +1,4 @@
-"""The network ACLs of the affected subnets, where inbound deny entries go."""
+"""The network ACLs of the affected subnets, where inbound and outbound deny entries go."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ENTRY_EXISTS = "NetworkAclEntryAlreadyExists"
 
 
 class Ec2NetworkAcls:
-    """Reads network ACLs and writes our inbound all-protocol deny entries."""
+    """Reads network ACLs and writes our all-protocol deny entries, inbound and outbound."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -102,6 +102,49 @@ class Ec2NetworkAcls:
             raise aws_error(exc, f"DeleteNetworkAclEntry {nacl_id} {rule_number}") from exc
         except BotoCoreError as exc:
             raise aws_error(exc, f"DeleteNetworkAclEntry {nacl_id} {rule_number}") from exc
+        return True
+
+    def create_egress_deny(self, nacl_id: str, rule_number: int, cidr: str) -> None:
+        """Deny every protocol to a CIDR, outbound, at that rule number."""
+        address_key = "CidrBlock" if ipaddress.ip_network(cidr).version == 4 else "Ipv6CidrBlock"
+        doing = f"CreateNetworkAclEntry {nacl_id} egress {rule_number}"
+        try:
+            self._client.create_network_acl_entry(
+                NetworkAclId=nacl_id,
+                RuleNumber=rule_number,
+                Protocol="-1",
+                RuleAction="deny",
+                Egress=True,
+                **{address_key: cidr},
+            )
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == ENTRY_EXISTS:
+                raise RuleNumberTakenError(
+                    f"network ACL {nacl_id} already has outbound rule {rule_number}"
+                ) from exc
+            if code == NACL_NOT_FOUND:
+                raise TargetNotFoundError(f"network ACL {nacl_id} not found") from exc
+            raise aws_error(exc, doing) from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, doing) from exc
+
+    def delete_egress_entry(self, nacl_id: str, rule_number: int) -> bool:
+        """Delete an outbound entry by rule number; False when it or its network ACL is gone.
+
+        The caller reads the entry first, to be sure the number still holds its own rule.
+        """
+        doing = f"DeleteNetworkAclEntry {nacl_id} egress {rule_number}"
+        try:
+            self._client.delete_network_acl_entry(
+                NetworkAclId=nacl_id, RuleNumber=rule_number, Egress=True
+            )
+        except ClientError as exc:
+            if error_code(exc) in (ENTRY_NOT_FOUND, NACL_NOT_FOUND):
+                return False
+            raise aws_error(exc, doing) from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, doing) from exc
         return True
 
 

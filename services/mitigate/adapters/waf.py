@@ -1,17 +1,22 @@
-"""The WAFv2 IP sets blocked addresses go into, one per IP version."""
+"""The WAFv2 IP sets blocked addresses go into, one per IP version, and the queue of their changes.
+
+Only the WAF writer updates the sets (`WafIpSets`); mitigate and expire ask it to, through the
+queue (`WafChangeQueue`).
+"""
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import TransientAwsError
-from services.mitigate.actions import TargetNotFoundError
+from services.mitigate.actions import TargetNotFoundError, waf_block_id
 from services.mitigate.adapters._aws import aws_error, error_code
+from services.mitigate.waf_writer import IP_SET_ADDRESS_LIMIT, IpSetChange, Merge, merge_addresses
 
 logger = Logger(child=True)
 
@@ -20,8 +25,58 @@ MAX_UPDATE_ATTEMPTS = 5
 LIST_PAGE_SIZE = 100
 
 
+class WafChangeQueue:
+    """Asks the WAF writer for a change of an IP set: one message on its queue per change."""
+
+    def __init__(
+        self,
+        client: Any,
+        names: Mapping[int, str],
+        queue_url: str | None = None,
+        queue_name: str = naming.WAF_CHANGES_QUEUE,
+    ) -> None:
+        self._client = client
+        self._names = dict(names)
+        self._queue_url = queue_url
+        self._queue = queue_url.rstrip("/").rsplit("/", 1)[-1] if queue_url else queue_name
+
+    def set_name(self, ip_version: int) -> str:
+        """The name of the IP set for that IP version."""
+        return self._names[ip_version]
+
+    def add(self, ip_version: int, cidr: str) -> None:
+        """Ask for a CIDR to be added to its set."""
+        self._send("add", ip_version, cidr)
+
+    def remove(self, ip_version: int, cidr: str) -> None:
+        """Ask for a CIDR to be removed from its set."""
+        self._send("remove", ip_version, cidr)
+
+    def _send(self, op: str, ip_version: int, cidr: str) -> None:
+        change = IpSetChange.model_validate(
+            {
+                "op": op,
+                "ip_version": ip_version,
+                "cidr": cidr,
+                "block_id": waf_block_id(self.set_name(ip_version), cidr),
+            }
+        )
+        try:
+            self._client.send_message(QueueUrl=self._url(), MessageBody=change.model_dump_json())
+        except (ClientError, BotoCoreError) as exc:
+            raise aws_error(exc, f"SendMessage {self._queue}") from exc
+
+    def _url(self) -> str:
+        if self._queue_url is None:
+            try:
+                self._queue_url = self._client.get_queue_url(QueueName=self._queue)["QueueUrl"]
+            except (ClientError, BotoCoreError) as exc:
+                raise aws_error(exc, f"GetQueueUrl {self._queue}") from exc
+        return self._queue_url
+
+
 class WafIpSets:
-    """Adds and removes CIDRs in the IP sets named by the settings."""
+    """Applies a batch of changes to the IP sets named by the settings: the WAF writer's side."""
 
     def __init__(
         self,
@@ -41,29 +96,26 @@ class WafIpSets:
         """The name of the IP set for that IP version."""
         return self._names[ip_version]
 
-    def add(self, ip_version: int, cidr: str) -> bool:
-        """Add a CIDR to its set; False when it was already there."""
-        return self._update(ip_version, cidr, add=True)
+    def apply_changes(
+        self,
+        ip_version: int,
+        adds: Sequence[str],
+        removes: Sequence[str],
+        limit: int = IP_SET_ADDRESS_LIMIT,
+    ) -> Merge:
+        """Remove then add CIDRs in one GetIPSet and at most one UpdateIPSet.
 
-    def remove(self, ip_version: int, cidr: str) -> bool:
-        """Remove a CIDR from its set; False when it was not there."""
-        return self._update(ip_version, cidr, add=False)
-
-    def _update(self, ip_version: int, cidr: str, add: bool) -> bool:
+        No update is made when the set already holds the result. A lock conflict (another
+        writer came first) is met by a fresh read and a new merge.
+        """
         name = self.set_name(ip_version)
         for attempt in range(1, self._max_attempts + 1):
             ip_set, lock_token = self._get(name)
-            addresses = ip_set.get("Addresses", [])
-            present = any(_same(address, cidr) for address in addresses)
-            if present == add:
-                return False
-
-            if add:
-                updated = [*addresses, cidr]
-            else:
-                updated = [address for address in addresses if not _same(address, cidr)]
+            merge = merge_addresses(ip_set.get("Addresses", []), adds, removes, limit)
+            if not merge.changed:
+                return merge
             try:
-                self._put(ip_set, updated, lock_token)
+                self._put(ip_set, merge.addresses, lock_token)
             except ClientError as exc:
                 if error_code(exc) != "WAFOptimisticLockException":
                     raise self._error(exc, name) from exc
@@ -71,7 +123,7 @@ class WafIpSets:
                 continue
             except BotoCoreError as exc:
                 raise aws_error(exc, f"UpdateIPSet {name}") from exc
-            return True
+            return merge
 
         raise TransientAwsError(
             f"WAF IP set {name} changed under each of {self._max_attempts} updates"
@@ -135,10 +187,3 @@ class WafIpSets:
 
     def _missing(self, name: str) -> TargetNotFoundError:
         return TargetNotFoundError(f"WAF IP set {name} not found in scope {self._scope}")
-
-
-def _same(address: str, cidr: str) -> bool:
-    try:
-        return ipaddress.ip_network(address, strict=False) == ipaddress.ip_network(cidr)
-    except ValueError:
-        return False

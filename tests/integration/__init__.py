@@ -1,0 +1,1 @@
+"""Integration tests: the services against an account emulated by moto."""

@@ -1,0 +1,1 @@
+"""Unit tests: the domain and the planning, with no network."""
