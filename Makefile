@@ -35,9 +35,11 @@ bootstrap: setup node_modules
 synth: setup node_modules
 	$(CDK) synth --no-notices $(ARGS)
 
-# `make deploy STACK=CloudSniper-Mitigate` redeploys one service alone.
+# `make deploy STACK=CloudSniper-Mitigate` redeploys one service alone. Without STACK, the
+# pipeline and every stack it depends on: all but CloudSniper-MemberRole, which goes to the
+# member accounts (README, "Deploying to AWS").
 deploy: setup node_modules
-	$(CDK) deploy --no-notices $(if $(STACK),--exclusively $(STACK),--all) $(ARGS)
+	$(CDK) deploy --no-notices $(if $(STACK),--exclusively $(STACK),CloudSniper-Pipeline) $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ from stacks.data import DataStack
 from stacks.decide import DecideStack
 from stacks.enrich import EnrichStack
 from stacks.ingest import IngestStack
+from stacks.member_role import MemberRoleStack
 from stacks.mitigate import MitigateStack
 from stacks.nag import apply_checks
 from stacks.pipeline import PipelineStack
@@ -65,6 +66,14 @@ def build_app(app: cdk.App) -> dict[str, cdk.Stack]:
     for stack_id in config.SERVICE_STACKS:
         pipeline.add_stack_dependency(stacks[stack_id])
     stacks[config.PIPELINE_STACK] = pipeline
+
+    # For the member accounts (a StackSet deploys it): environment-agnostic, depending on
+    # nothing of the administrator's stacks.
+    stacks[config.MEMBER_ROLE_STACK] = MemberRoleStack(
+        app,
+        config.MEMBER_ROLE_STACK,
+        description="Cloud Sniper: the role its functions assume in a member account",
+    )
 
     apply_checks(app)
     return stacks

@@ -19,7 +19,14 @@ from pydantic import Field
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.models import ActionKind, Model
 from services.mitigate import catalogue
-from services.mitigate.actions import Block, BlockStatus, Ports, lift_block
+from services.mitigate.actions import (
+    Block,
+    BlockStatus,
+    MemberRoleError,
+    Ports,
+    in_account,
+    lift_block,
+)
 from services.mitigate.adapters import build_ports
 from services.mitigate.catalogue import ActionRecord, RecordStatus
 from services.mitigate.settings import Settings
@@ -227,7 +234,10 @@ def release(instance_id: str, ports: Ports, who: str, reason: str, now: datetime
             f"instance {instance_id} is not isolated: its isolation by {record.incident_id} was "
             f"{record.status.value} at {_time(record.undone_at)}{by}"
         )
-    return _undo(record, ports, who, reason, now)
+    try:
+        return _undo(record, ports, who, reason, now)
+    except MemberRoleError as exc:
+        raise ResponseError(f"instance {instance_id} cannot be released: {exc}") from exc
 
 
 def _undo(record: ActionRecord, ports: Ports, who: str, reason: str, now: datetime) -> ActionRecord:
@@ -235,7 +245,12 @@ def _undo(record: ActionRecord, ports: Ports, who: str, reason: str, now: dateti
         raise ResponseError(f"{record.record_id}: this version has no {record.kind.value} to undo")
     if ports.clients is None:
         raise ResponseError("the mitigate ports have no AWS clients for the catalogue")
-    undone = catalogue.undo_action(record, ports.clients, who, reason, now)
+    # Undone in the account it was applied in: a member account's through its member role.
+    # TODO(member-rollback): that role trusts the mitigate and expire functions alone, so a
+    # person's own principal is refused there (reported in `failed`) until it trusts theirs too.
+    clients = in_account(ports, record.account_id, record.incident_id).clients
+    assert clients is not None  # in_account keeps or replaces the clients checked above
+    undone = catalogue.undo_action(record, clients, who, reason, now)
     _records(ports).save(undone)
     return undone
 
@@ -247,7 +262,8 @@ def _lift(block: Block, ports: Ports, now: datetime) -> str:
         what = f"{block.cidr} from WAF IP set {block.ip_set}"
     else:
         what = f"the deny of {block.cidr} from {block.nacl_id} (rule {block.rule_number})"
-    if not lift_block(block, now, ports, "rolled_back"):
+    acting = in_account(ports, block.account_id, block.incident_id)
+    if not lift_block(block, now, acting, "rolled_back"):
         # The expiry run or another rollback marked it removed between our read and now.
         return f"lifted {what}; it had been lifted meanwhile"
     return f"lifted {what}"

@@ -24,6 +24,12 @@ MITIGATE_STACK = "CloudSniper-Mitigate"
 REPORT_STACK = "CloudSniper-Report"
 PIPELINE_STACK = "CloudSniper-Pipeline"
 SERVICE_STACKS = (INGEST_STACK, ENRICH_STACK, DECIDE_STACK, MITIGATE_STACK, REPORT_STACK)
+# Deployed to each member account (by a StackSet), never to the administrator's: the role
+# mitigate and expire assume there.
+MEMBER_ROLE_STACK = "CloudSniper-MemberRole"
+# The construct ids of the functions acting in member accounts, in MITIGATE_STACK. CloudFormation
+# names their roles "<stack>-<construct id>Role<hash>-<suffix>": the member role trusts those.
+RESPONDERS = ("Mitigate", "Expire")
 
 DEPENDENCIES_LAYER = f"{naming.PREFIX}-dependencies"
 PIPELINE_LOG_GROUP = f"/aws/vendedlogs/states/{naming.STATE_MACHINE}"

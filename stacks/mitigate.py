@@ -12,15 +12,14 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from cloud_sniper.domain import naming
-from services.mitigate.catalogue import catalogue
-from stacks import config, references
+from stacks import config, permissions, references
 from stacks.config import FUNCTIONS, WAF_SCOPE, Settings
 from stacks.nag import acknowledge
 from stacks.service_function import ServiceCode, ServiceFunction
 
-_NACL_REASON = (
-    "The network ACL to edit is the one of the affected subnet, known only from the finding; "
-    "the NACL rule range setting keeps the function to its own entries."
+_MEMBER_ROLE_REASON = (
+    "The member role has one name in every member account (CloudSniper-MemberRole, deployed "
+    "by a StackSet), and the account is the finding's, known only at run time."
 )
 _LOOKUPS_REASON = (
     "wafv2:ListIPSets and ec2:DescribeNetworkAcls accept no resource but '*': the functions "
@@ -76,7 +75,7 @@ class MitigateStack(Stack):
         }
         self.mitigate = ServiceFunction(
             self,
-            "Mitigate",
+            config.RESPONDERS[0],  # the member role trusts its role by this name
             spec=FUNCTIONS["mitigate"],
             code=code,
             settings=settings,
@@ -84,10 +83,11 @@ class MitigateStack(Stack):
         )
         self._allow_blocks(self.mitigate, applies=True)
         self._allow_catalogue(self.mitigate, expiring_only=False)
+        self._allow_member_role(self.mitigate)
 
         self.expire = ServiceFunction(
             self,
-            "Expire",
+            config.RESPONDERS[1],  # the member role trusts its role by this name
             spec=FUNCTIONS["expire"],
             code=code,
             settings=settings,
@@ -95,6 +95,7 @@ class MitigateStack(Stack):
         )
         self._allow_blocks(self.expire, applies=False)
         self._allow_catalogue(self.expire, expiring_only=True)
+        self._allow_member_role(self.expire)
         events.Rule(
             self,
             "ExpirySchedule",
@@ -202,52 +203,30 @@ class MitigateStack(Stack):
         else:
             actions.grant(function.role, "dynamodb:GetItem", "dynamodb:PutItem")
 
-        for kind, action in sorted(catalogue().items()):
-            if expiring_only and not action.expires:
-                continue
-            for number, permission in enumerate(action.permissions):
-                resources = [
-                    resource.format(
-                        partition=self.partition, region=self.region, account=self.account
-                    )
-                    for resource in permission.resources
-                ]
-                policy = function.allow(
-                    f"{_construct_name(kind.value)}{number}", permission.actions, resources
-                )
-                wildcards = [r for r in permission.resources if "*" in r]
-                if wildcards:
-                    acknowledge(
-                        policy,
-                        "AwsSolutions-IAM5",
-                        permission.reason,
-                        *(f"Resource::{_nag_form(r)}" for r in wildcards),
-                    )
+        permissions.allow_catalogue(function, function.role, expiring_only=expiring_only)
+
+    def _allow_member_role(self, function: ServiceFunction) -> None:
+        """Act on a member account's finding as its member role, and as nothing else there."""
+        member_roles = self.format_arn(
+            service="iam",
+            region="",
+            account="*",
+            resource="role",
+            resource_name=naming.MEMBER_ROLE,
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        acknowledge(
+            function.allow("MemberRole", ["sts:AssumeRole"], [member_roles]),
+            "AwsSolutions-IAM5",
+            _MEMBER_ROLE_REASON,
+            f"Resource::arn:<AWS::Partition>:iam::*:role/{naming.MEMBER_ROLE}",
+        )
 
     def _allow_blocks(self, function: ServiceFunction, *, applies: bool) -> None:
         # The IP sets change through the WAF writer alone: these functions only ask it to.
         self.changes_queue.grant(function.role, "sqs:SendMessage")
-        acknowledge(
-            function.allow("Lookups", ["ec2:DescribeNetworkAcls"], ["*"]),
-            "AwsSolutions-IAM5",
-            _LOOKUPS_REASON,
-            "Resource::*",
-        )
-
-        entry_actions = ["ec2:DeleteNetworkAclEntry"]
-        if applies:
-            entry_actions.insert(0, "ec2:CreateNetworkAclEntry")
-        network_acls = self.format_arn(
-            service="ec2",
-            resource="network-acl",
-            resource_name="*",
-            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
-        )
-        acknowledge(
-            function.allow("NetworkAclEntries", entry_actions, [network_acls]),
-            "AwsSolutions-IAM5",
-            _NACL_REASON,
-            "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-acl/*",
+        permissions.allow_network_acls(
+            function, function.role, applies=applies, lookups_reason=_LOOKUPS_REASON
         )
 
         blocks = references.table(function, naming.BLOCKS_TABLE)
@@ -263,16 +242,3 @@ class MitigateStack(Stack):
         blocks.grant(function.role, *block_actions)
         indicators = references.table(function, naming.INDICATORS_TABLE)
         indicators.grant(function.role, "dynamodb:UpdateItem")
-
-
-def _construct_name(kind: str) -> str:
-    return "".join(part.capitalize() for part in kind.split("_"))
-
-
-def _nag_form(resource: str) -> str:
-    """A resource pattern as cdk-nag writes it in a finding: pseudo parameters by name."""
-    return (
-        resource.replace("{partition}", "<AWS::Partition>")
-        .replace("{region}", "<AWS::Region>")
-        .replace("{account}", "<AWS::AccountId>")
-    )

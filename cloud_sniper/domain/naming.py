@@ -53,6 +53,10 @@ FUNCTIONS = {
     "report": f"{PREFIX}-report",
 }
 
+# The role mitigate and expire assume in a member account to act on a finding's resources there
+# (stack CloudSniper-MemberRole, deployed to every member account by a StackSet).
+MEMBER_ROLE = f"{PREFIX}-responder"
+
 EXEMPT_TAG = "cloud-sniper:exempt"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -66,6 +70,11 @@ def incident_id(finding_source: str, finding_id: str) -> str:
     """One incident per finding, whatever the number of deliveries."""
     digest = hashlib.sha256(f"{finding_source}|{finding_id}".encode()).hexdigest()
     return f"inc-{digest[:16]}"
+
+
+def member_session_name(incident_id: str) -> str:
+    """The session name of the member role assumed for an incident: 64 characters at most."""
+    return f"{PREFIX}-{incident_id}"[:64]
 
 
 def approval_id(execution_name: str) -> str:

@@ -33,6 +33,11 @@ def is_runtime_emulated(resource: dict[str, Any]) -> bool:
 
 ASSET_MANIFEST_TYPE = "cdk:asset-manifest"
 
+# Stacks of the app left out on purpose. The member role stack (stacks/config.py
+# MEMBER_ROLE_STACK) goes to the member accounts, never to the administrator's: the emulated
+# account is the administrator's alone, whose findings mitigate acts on with its own role.
+NOT_DEPLOYED_LOCALLY = frozenset({"CloudSniper-MemberRole"})
+
 
 class DeployError(RuntimeError):
     """The cloud assembly could not be deployed into the emulated account."""
@@ -94,9 +99,12 @@ def deploy_assembly(assembly: Path, clients: Any, account: str, region: str) -> 
     deployed = []
     for name in stack_order(manifest):
         artifact = manifest["artifacts"][name]
+        stack_name = artifact.get("displayName", name).split("/")[-1]
+        if stack_name in NOT_DEPLOYED_LOCALLY:
+            logger.info("not deployed locally: %s", stack_name)
+            continue
         template_file = artifact["properties"]["templateFile"]
         template = json.loads((assembly / template_file).read_text())
-        stack_name = artifact.get("displayName", name).split("/")[-1]
         deployed.append(_create_stack(clients, stack_name, template))
     return DeployedApp(deployed)
 

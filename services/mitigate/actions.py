@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from typing import Literal, Protocol
 from aws_lambda_powertools import Logger
 from pydantic import Field
 
+from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import TransientAwsError
 from cloud_sniper.domain.models import (
     ActionKind,
@@ -63,6 +65,13 @@ class RuleNumberTakenError(MitigationError):
     """The network ACL already holds an inbound entry with that rule number."""
 
 
+class MemberRoleError(MitigationError):
+    """The member role of the finding's account cannot be assumed: missing, or not trusting us."""
+
+
+_ACCOUNT_ID = re.compile(r"\d{12}")
+
+
 # Why a block left: its expiry passed, its rule number was needed, or a person rolled it back.
 RemovedReason = Literal["expired", "evicted", "rolled_back"]
 
@@ -98,6 +107,8 @@ class Block(Model):
     removed_reason: RemovedReason | None = None
     # When the WAF writer put the address in its IP set; None while the change is queued.
     written_at: datetime | None = None
+    # The member account whose network ACL holds the entry; None for the administrator's own.
+    account_id: str | None = None
 
     @property
     def indicator_kind(self) -> IndicatorKind:
@@ -177,6 +188,16 @@ class KnowledgeBase(Protocol):
     def mark_expired(self, kind: IndicatorKind, value: str, at: datetime) -> bool: ...
 
 
+class MemberAccounts(Protocol):
+    """The other accounts of the organization, reached through the member role in each."""
+
+    def own_account(self) -> str: ...
+
+    def network_acls(self, account_id: str, session_name: str) -> NetworkAcls: ...
+
+    def clients(self, account_id: str, session_name: str) -> catalogue.Clients: ...
+
+
 @dataclass(frozen=True)
 class Ports:
     """The adapters and settings the actions work with."""
@@ -192,6 +213,32 @@ class Ports:
     # The response catalogue's records, and the AWS clients its actions build adapters on.
     records: catalogue.RecordStore | None = None
     clients: catalogue.Clients | None = None
+    # The member accounts; without them every finding is acted on in this account.
+    members: MemberAccounts | None = None
+
+
+def member_account(account_id: str, ports: Ports) -> str | None:
+    """The account to act in for a finding of `account_id`: None when it is our own."""
+    if ports.members is None or account_id == ports.members.own_account():
+        return None
+    return account_id
+
+
+def in_account(ports: Ports, account_id: str | None, incident_id: str) -> Ports:
+    """The ports acting in a member account: its network ACLs and clients, our tables and sets.
+
+    Raises MemberRoleError when the member role cannot be assumed there.
+    """
+    if account_id is None or ports.members is None:
+        return ports
+    if not _ACCOUNT_ID.fullmatch(account_id):
+        raise MitigationError(f"account {account_id!r} is not an AWS account id (12 digits)")
+    session_name = naming.member_session_name(incident_id)
+    return dataclasses.replace(
+        ports,
+        network_acls=ports.members.network_acls(account_id, session_name),
+        clients=ports.members.clients(account_id, session_name),
+    )
 
 
 @dataclass(frozen=True)
@@ -204,6 +251,8 @@ class _Run:
     now: datetime
     expires_at: datetime
     ports: Ports
+    # The member account the action acts in (blocks in WAF never do); None for our own.
+    account_id: str | None = None
 
     @property
     def update(self) -> str:
@@ -241,6 +290,7 @@ class _Run:
             created_at=self.now,
             expires_at=self.expires_at,
             expiry_set_by=self.update,
+            account_id=self.account_id,
             **where,
         )
 
@@ -262,9 +312,14 @@ def apply_actions(
     the resource's subnets.
     """
     results: list[ActionResult] = []
+    # A finding of a member account is acted on there, except in the WAF IP sets, which are ours.
+    account = None
+    if not dry_run and any(a.kind is not ActionKind.WAF_BLOCK for a in decision.actions):
+        account = member_account(finding.account_id, ports)
     for action in decision.actions:
         ttl = action.ttl_seconds or ports.default_ttl_seconds
-        run = _Run(finding, action, incident_id, now, now + timedelta(seconds=ttl), ports)
+        where = None if action.kind is ActionKind.WAF_BLOCK else account
+        run = _Run(finding, action, incident_id, now, now + timedelta(seconds=ttl), ports, where)
         done = _apply(run, dry_run)
         if action.kind is ActionKind.NACL_BLOCK and not dry_run:
             done += _waf_fallback(run, done, decision)
@@ -293,7 +348,7 @@ def expire_blocks(now: datetime, ports: Ports) -> ExpiryReport:
         # One block that cannot be lifted must not keep the others in place; the next run
         # tries it again since it stays active.
         try:
-            _lift(block, now, ports)
+            _lift(block, now, in_account(ports, block.account_id, block.incident_id))
         except Exception as exc:
             logger.exception("block expiry failed", extra={"block_id": block.block_id})
             report.failed[block.block_id] = f"{type(exc).__name__}: {exc}"
@@ -301,7 +356,11 @@ def expire_blocks(now: datetime, ports: Ports) -> ExpiryReport:
             report.expired.append(block.block_id)
 
     if ports.records is not None and ports.clients is not None:
-        report.failed.update(catalogue.expire_records(ports.records, ports.clients, now))
+        report.failed.update(
+            catalogue.expire_records(
+                ports.records, ports.clients, now, clients_for=partial(_clients_of, ports)
+            )
+        )
 
     logger.info(
         "expiry done",
@@ -315,6 +374,13 @@ def expire_blocks(now: datetime, ports: Ports) -> ExpiryReport:
     return report
 
 
+def _clients_of(ports: Ports, record: catalogue.ActionRecord) -> catalogue.Clients:
+    """The clients acting in the account a catalogue record was applied in."""
+    clients = in_account(ports, record.account_id, record.incident_id).clients
+    assert clients is not None  # expire_records runs only with clients
+    return clients
+
+
 def list_blocks(ports: Ports, active_only: bool = True) -> list[Block]:
     """The recorded blocks, oldest first."""
     blocks = ports.blocks.active() if active_only else ports.blocks.all()
@@ -322,6 +388,16 @@ def list_blocks(ports: Ports, active_only: bool = True) -> list[Block]:
 
 
 def _apply(run: _Run, dry_run: bool) -> list[ActionResult]:
+    if not dry_run and run.account_id is not None:
+        try:
+            run = dataclasses.replace(
+                run, ports=in_account(run.ports, run.account_id, run.incident_id)
+            )
+        except MitigationError as exc:
+            logger.warning(
+                "member role failed", extra={"action_id": run.action.id, "error": str(exc)}
+            )
+            return [run.result(ActionStatus.FAILED, str(exc))]
     if run.action.kind not in (ActionKind.WAF_BLOCK, ActionKind.NACL_BLOCK):
         return [_apply_from_catalogue(run, dry_run)]
     try:
@@ -353,7 +429,7 @@ def _waf_fallback(run: _Run, results: list[ActionResult], decision: Decision) ->
         target=run.action.target,
         ttl_seconds=run.action.ttl_seconds,
     )
-    results = _apply(dataclasses.replace(run, action=fallback), dry_run=False)
+    results = _apply(dataclasses.replace(run, action=fallback, account_id=None), dry_run=False)
     return [
         r.model_copy(update={"detail": f"in place of the full network ACL: {r.detail}"})
         for r in results
@@ -373,6 +449,7 @@ def _apply_from_catalogue(run: _Run, dry_run: bool) -> ActionResult:
         now=run.now,
         expires_at=run.expires_at if expires else None,
         clients=ports.clients,
+        account_id=run.account_id,
     )
     return catalogue.run_action(unit, ports.records, dry_run)
 

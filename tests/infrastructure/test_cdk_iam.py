@@ -18,6 +18,11 @@ WAF_SETS = (
 
 
 WAF_CHANGES_QUEUE = f"<AWS::SQS::Queue {naming.WAF_CHANGES_QUEUE}.Arn>"
+# The member role of any account, to act on a finding of a member account there.
+MEMBER_ROLE = (
+    ("sts:AssumeRole",),
+    (f"arn:<AWS::Partition>:iam::*:role/{naming.MEMBER_ROLE}",),
+)
 
 
 def blocks_statements(*nacl_actions: str, discards: bool = False) -> set:
@@ -114,9 +119,11 @@ EXPECTED = {
     "mitigate": blocks_statements(
         "ec2:CreateNetworkAclEntry", "ec2:DeleteNetworkAclEntry", discards=True
     )
-    | catalogue_statements(expiring_only=False),
+    | catalogue_statements(expiring_only=False)
+    | {MEMBER_ROLE},
     "expire": blocks_statements("ec2:DeleteNetworkAclEntry")
-    | catalogue_statements(expiring_only=True),
+    | catalogue_statements(expiring_only=True)
+    | {MEMBER_ROLE},
     # The one writer of the WAF IP sets: the two sets alone, its queue, and the blocks it marks.
     "waf_writer": {
         (("wafv2:GetIPSet", "wafv2:UpdateIPSet"), WAF_SETS),

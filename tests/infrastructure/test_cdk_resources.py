@@ -15,6 +15,7 @@ from stacks.config import (
     DECIDE_STACK,
     FUNCTIONS,
     INGEST_STACK,
+    MEMBER_ROLE_STACK,
     MITIGATE_STACK,
     PIPELINE_STACK,
     SERVICE_STACKS,
@@ -31,8 +32,9 @@ INTAKE_TARGET = {
 REGION = "<AWS::Region>:<AWS::AccountId>"
 
 
-def test_app_has_the_data_stack_a_stack_per_service_and_the_pipeline(assembly):
-    assert assembly.stack_ids == sorted([DATA_STACK, *SERVICE_STACKS, PIPELINE_STACK])
+def test_app_has_the_data_stack_a_stack_per_service_the_pipeline_and_the_member_role(assembly):
+    expected = [DATA_STACK, *SERVICE_STACKS, PIPELINE_STACK, MEMBER_ROLE_STACK]
+    assert assembly.stack_ids == sorted(expected)
 
 
 def test_no_stack_exports_or_imports_a_value(assembly):
@@ -57,6 +59,8 @@ def test_stacks_depend_only_for_deployment_order(assembly):
     assert dependencies[DATA_STACK] == set()
     assert all(dependencies[stack] == {DATA_STACK} for stack in SERVICE_STACKS)
     assert dependencies[PIPELINE_STACK] == set(SERVICE_STACKS)
+    # Deployed to other accounts: it depends on nothing of the administrator's
+    assert dependencies[MEMBER_ROLE_STACK] == set()
 
 
 @pytest.mark.parametrize(

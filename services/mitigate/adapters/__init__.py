@@ -10,6 +10,7 @@ from botocore.config import Config
 from services.mitigate.actions import Ports
 from services.mitigate.adapters.blocks import DynamoBlockStore
 from services.mitigate.adapters.knowledge import DynamoKnowledgeBase
+from services.mitigate.adapters.members import StsMemberAccounts
 from services.mitigate.adapters.nacl import Ec2NetworkAcls
 from services.mitigate.adapters.records import DynamoRecordStore
 from services.mitigate.adapters.waf import WafChangeQueue, WafIpSets
@@ -28,6 +29,7 @@ __all__ = [
     "DynamoKnowledgeBase",
     "DynamoRecordStore",
     "Ec2NetworkAcls",
+    "StsMemberAccounts",
     "WafChangeQueue",
     "WafIpSets",
     "build_ports",
@@ -53,7 +55,14 @@ def build_ports(settings: Settings, session: Any = None) -> Ports:
         nacl_entry_limit=settings.nacl_entry_limit,
         records=DynamoRecordStore(dynamodb.Table(settings.actions_table)),
         clients=_Clients(session),
+        # The WAF IP sets and the tables stay ours: only these act in a member account.
+        members=StsMemberAccounts(session, _member_adapters),
     )
+
+
+def _member_adapters(session: Any) -> tuple[Ec2NetworkAcls, _Clients]:
+    """The network ACL adapter and the catalogue's clients over a member role's session."""
+    return Ec2NetworkAcls(session.client("ec2", config=CLIENT_CONFIG)), _Clients(session)
 
 
 def build_writer_ports(settings: WriterSettings, session: Any = None) -> WriterPorts:

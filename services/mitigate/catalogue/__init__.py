@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -77,6 +78,8 @@ class ActionRecord(Model):
     undone_at: datetime | None = None
     undone_by: str | None = None
     undo_reason: str | None = None
+    # The member account it was applied in, through its member role; None for our own.
+    account_id: str | None = None
 
 
 class Applied(Model):
@@ -107,6 +110,8 @@ class ActionRun:
     now: datetime
     expires_at: datetime | None
     clients: Clients
+    # The member account the clients act in; None for our own.
+    account_id: str | None = None
 
     def result(
         self, status: ActionStatus, detail: str, record: ActionRecord | None = None
@@ -211,6 +216,7 @@ def run_action(run: ActionRun, records: RecordStore, dry_run: bool) -> ActionRes
         applied_at=run.now,
         expires_at=run.expires_at if action.expires else None,
         state=applied.state,
+        account_id=run.account_id,
     )
     check = action.verify(record, run.clients)
     record = record.model_copy(update={"verified": check.ok, "verification": check.detail})
@@ -244,9 +250,15 @@ def undo_action(
     )
 
 
-def expire_records(records: RecordStore, clients: Clients, now: datetime) -> dict[str, str]:
+def expire_records(
+    records: RecordStore,
+    clients: Clients,
+    now: datetime,
+    clients_for: Callable[[ActionRecord], Clients] | None = None,
+) -> dict[str, str]:
     """Undo every action in force whose expiry has passed; the failures, by record id.
 
+    `clients_for` gives the clients of the account a record was applied in, when not `clients`.
     One that cannot be undone stays in force, and the next run tries it again.
     """
     failed: dict[str, str] = {}
@@ -255,7 +267,8 @@ def expire_records(records: RecordStore, clients: Clients, now: datetime) -> dic
         if record.status is not RecordStatus.ACTIVE or not due:
             continue
         try:
-            detail = catalogue()[record.kind].undo(record, clients)
+            in_account = clients_for(record) if clients_for is not None else clients
+            detail = catalogue()[record.kind].undo(record, in_account)
         except Exception as exc:  # noqa: BLE001 - reported, retried by the next run
             failed[record.record_id] = f"{type(exc).__name__}: {exc}"
             continue
