@@ -205,7 +205,7 @@ def rollback(
         )
     for block in chosen_blocks:
         try:
-            detail = _lift(block, ports, now)
+            detail = _lift(block, ports, now, who, reason)
         except Exception as exc:  # noqa: BLE001 - reported; it stays in force for another try
             result.failed[block.block_id] = f"{type(exc).__name__}: {exc}"
             continue
@@ -255,15 +255,13 @@ def _undo(record: ActionRecord, ports: Ports, who: str, reason: str, now: dateti
     return undone
 
 
-def _lift(block: Block, ports: Ports, now: datetime) -> str:
-    # TODO(rollback-who): a block records that it was rolled back and when, not who did it or
-    # why (the Block model has no field for them); only the command's output says so.
+def _lift(block: Block, ports: Ports, now: datetime, who: str, reason: str) -> str:
     if block.kind is ActionKind.WAF_BLOCK:
         what = f"{block.cidr} from WAF IP set {block.ip_set}"
     else:
         what = f"the deny of {block.cidr} from {block.nacl_id} (rule {block.rule_number})"
     acting = in_account(ports, block.account_id, block.incident_id)
-    if not lift_block(block, now, acting, "rolled_back"):
+    if not lift_block(block, now, acting, "rolled_back", by=who, note=reason):
         # The expiry run or another rollback marked it removed between our read and now.
         return f"lifted {what}; it had been lifted meanwhile"
     return f"lifted {what}"

@@ -105,6 +105,9 @@ class Block(Model):
     status: BlockStatus = BlockStatus.ACTIVE
     removed_at: datetime | None = None
     removed_reason: RemovedReason | None = None
+    # Who lifted it before its expiry, and why: a person's rollback.
+    removed_by: str | None = None
+    removal_note: str | None = None
     # When the WAF writer put the address in its IP set; None while the change is queued.
     written_at: datetime | None = None
     # The member account whose network ACL holds the entry; None for the administrator's own.
@@ -177,7 +180,14 @@ class BlockStore(Protocol):
 
     def all(self) -> list[Block]: ...
 
-    def mark_removed(self, block_id: str, reason: RemovedReason, at: datetime) -> bool: ...
+    def mark_removed(
+        self,
+        block_id: str,
+        reason: RemovedReason,
+        at: datetime,
+        by: str | None = None,
+        note: str | None = None,
+    ) -> bool: ...
 
     def discard(self, block: Block) -> bool: ...
 
@@ -751,7 +761,14 @@ def _lift(block: Block, now: datetime, ports: Ports) -> None:
     logger.info("block expired", extra={"block_id": block.block_id})
 
 
-def lift_block(block: Block, now: datetime, ports: Ports, reason: RemovedReason) -> bool:
+def lift_block(
+    block: Block,
+    now: datetime,
+    ports: Ports,
+    reason: RemovedReason,
+    by: str | None = None,
+    note: str | None = None,
+) -> bool:
     """Lift a block before its expiry and mark it removed; False when it was no longer active."""
     _remove_entry(block, ports)
 
@@ -765,7 +782,7 @@ def lift_block(block: Block, now: datetime, ports: Ports, reason: RemovedReason)
     if not others:
         until = max(now, block.expires_at)
         ports.knowledge.mark_expired(block.indicator_kind, block.indicator_value, until)
-    removed = ports.blocks.mark_removed(block.block_id, reason, now)
+    removed = ports.blocks.mark_removed(block.block_id, reason, now, by=by, note=note)
     logger.info("block lifted", extra={"block_id": block.block_id, "reason": reason})
     return removed
 

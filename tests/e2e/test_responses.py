@@ -242,6 +242,8 @@ def test_rolling_back_an_incident_lifts_its_blocks_too(cli, demo, account):
         item for item in cli.json("blocks", "list", "--all") if item["incident_id"] == incident
     ]
     assert {item["removed_reason"] for item in lifted} == {"rolled_back"}
+    assert {item["removal_note"] for item in lifted} == {"a partner's scanner"}
+    assert all(item["removed_by"] for item in lifted)
     assert "45.155.205.233/32" not in {item["target"] for item in cli.json("blocks", "list")}
 
 

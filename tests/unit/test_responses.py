@@ -103,12 +103,25 @@ class Blocks:
     def all(self) -> list[Block]:
         return list(self.items.values())
 
-    def mark_removed(self, block_id: str, reason: str, at: datetime) -> bool:
+    def mark_removed(
+        self,
+        block_id: str,
+        reason: str,
+        at: datetime,
+        by: str | None = None,
+        note: str | None = None,
+    ) -> bool:
         item = self.items[block_id]
         if item.status is not BlockStatus.ACTIVE:
             return False
         self.items[block_id] = item.model_copy(
-            update={"status": BlockStatus.REMOVED, "removed_reason": reason, "removed_at": at}
+            update={
+                "status": BlockStatus.REMOVED,
+                "removed_reason": reason,
+                "removed_at": at,
+                "removed_by": by,
+                "removal_note": note,
+            }
         )
         return True
 
@@ -305,6 +318,9 @@ def test_a_rollback_undoes_the_actions_and_lifts_the_blocks_recording_who_and_wh
     assert saved.undo_reason == "the bucket is public on purpose"
     assert saved.undone_at == NOW
     assert {item.removed_reason for item in blocks.all()} == {"rolled_back"}
+    assert {(item.removed_by, item.removal_note) for item in blocks.all()} == {
+        ("arn:aws:iam::123456789012:user/analyst", "the bucket is public on purpose")
+    }
 
 
 def test_a_second_rollback_finds_nothing_in_force():

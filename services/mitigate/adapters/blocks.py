@@ -182,24 +182,34 @@ class DynamoBlockStore:
         """Every recorded block, active or removed."""
         return self._scan(None)
 
-    def mark_removed(self, block_id: str, reason: RemovedReason, at: datetime) -> bool:
-        """Mark an active block removed; False when it was not active any more."""
+    def mark_removed(
+        self,
+        block_id: str,
+        reason: RemovedReason,
+        at: datetime,
+        by: str | None = None,
+        note: str | None = None,
+    ) -> bool:
+        """Mark an active block removed, by whom and why if a person; False when not active."""
+        update = "SET #status = :removed, removed_at = :at, removed_reason = :reason, #ttl = :ttl"
+        values: dict[str, Any] = {
+            ":removed": BlockStatus.REMOVED.value,
+            ":active": BlockStatus.ACTIVE.value,
+            ":at": at.isoformat(),
+            ":reason": reason,
+            ":ttl": int((at + REMOVED_RETENTION).timestamp()),
+        }
+        for name, value in (("removed_by", by), ("removal_note", note)):
+            if value is not None:
+                update += f", {name} = :{name}"
+                values[f":{name}"] = value
         try:
             self._table.update_item(
                 Key={"block_id": block_id},
-                UpdateExpression=(
-                    "SET #status = :removed, removed_at = :at,"
-                    " removed_reason = :reason, #ttl = :ttl"
-                ),
+                UpdateExpression=update,
                 ConditionExpression="#status = :active",
                 ExpressionAttributeNames={"#status": "status", "#ttl": TTL_ATTRIBUTE},
-                ExpressionAttributeValues={
-                    ":removed": BlockStatus.REMOVED.value,
-                    ":active": BlockStatus.ACTIVE.value,
-                    ":at": at.isoformat(),
-                    ":reason": reason,
-                    ":ttl": int((at + REMOVED_RETENTION).timestamp()),
-                },
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if error_code(exc) == _CONDITION_FAILED:
