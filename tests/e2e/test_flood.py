@@ -48,6 +48,19 @@ def flood_policy(blocks_per_hour: int) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(autouse=True)
+def cold_decide() -> Any:
+    """Forget the flood's policy after the test: decide runs in this process for later tests."""
+    yield
+    _forget_policy()
+
+
+def _forget_policy() -> None:
+    decide_adapters.clear_caches()
+    decide_handler._decide_settings.cache_clear()
+    decide_handler._parameter_policy.cache_clear()
+
+
 def deploy_policy(clients: Any, policy: dict[str, Any]) -> None:
     """Put a policy in the deployed parameter, and make decide read it now, not in 5 minutes.
 
@@ -59,9 +72,7 @@ def deploy_policy(clients: Any, policy: dict[str, Any]) -> None:
     clients("ssm").put_parameter(
         Name=naming.POLICY_PARAMETER, Value=json.dumps(policy), Type="String", Overwrite=True
     )
-    decide_adapters.clear_caches()
-    decide_handler._decide_settings.cache_clear()
-    decide_handler._parameter_policy.cache_clear()
+    _forget_policy()
 
 
 def probes(template: dict[str, Any], first: int) -> list[dict[str, Any]]:
