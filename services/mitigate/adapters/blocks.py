@@ -47,48 +47,36 @@ class DynamoBlockStore:
         """Record a block; False when an active block with that id is already recorded."""
         item = block.model_dump(mode="json", exclude_none=True)
         item["expires_at_epoch"] = int(block.expires_at.timestamp())
-        try:
-            self._table.put_item(
-                Item=item,
-                ConditionExpression="attribute_not_exists(block_id) OR #status <> :active",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":active": BlockStatus.ACTIVE.value},
-            )
-        except ClientError as exc:
-            if error_code(exc) == _CONDITION_FAILED:
-                return False
-            raise aws_error(exc, f"PutItem {block.block_id}") from exc
-        except BotoCoreError as exc:
-            raise aws_error(exc, f"PutItem {block.block_id}") from exc
-        return True
+        return self._conditional(
+            f"PutItem {block.block_id}",
+            self._table.put_item,
+            Item=item,
+            ConditionExpression="attribute_not_exists(block_id) OR #status <> :active",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":active": BlockStatus.ACTIVE.value},
+        )
 
     def renew(self, block_id: str, expires_at: datetime, set_by: str, at: datetime) -> bool:
         """Move an active block's expiry later; False when it is not active or already as late."""
         epoch = int(expires_at.timestamp())
-        try:
-            self._table.update_item(
-                Key={"block_id": block_id},
-                UpdateExpression=(
-                    "SET expires_at = :expires_at, expires_at_epoch = :epoch,"
-                    " expiry_set_by = :set_by, renewed_at = :at"
-                ),
-                ConditionExpression="#status = :active AND expires_at_epoch < :epoch",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":active": BlockStatus.ACTIVE.value,
-                    ":expires_at": _json_time(expires_at),
-                    ":epoch": epoch,
-                    ":set_by": set_by,
-                    ":at": _json_time(at),
-                },
-            )
-        except ClientError as exc:
-            if error_code(exc) == _CONDITION_FAILED:
-                return False
-            raise aws_error(exc, f"UpdateItem {block_id}") from exc
-        except BotoCoreError as exc:
-            raise aws_error(exc, f"UpdateItem {block_id}") from exc
-        return True
+        return self._conditional(
+            f"UpdateItem {block_id}",
+            self._table.update_item,
+            Key={"block_id": block_id},
+            UpdateExpression=(
+                "SET expires_at = :expires_at, expires_at_epoch = :epoch,"
+                " expiry_set_by = :set_by, renewed_at = :at"
+            ),
+            ConditionExpression="#status = :active AND expires_at_epoch < :epoch",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":active": BlockStatus.ACTIVE.value,
+                ":expires_at": _json_time(expires_at),
+                ":epoch": epoch,
+                ":set_by": set_by,
+                ":at": _json_time(at),
+            },
+        )
 
     def archive(self, block: Block) -> None:
         """Keep a lifted block's record under its archived id, before the block is applied anew."""
@@ -105,19 +93,13 @@ class DynamoBlockStore:
 
     def discard(self, block: Block) -> bool:
         """Forget a block just recorded whose change never reached the WAF writer."""
-        try:
-            self._table.delete_item(
-                Key={"block_id": block.block_id},
-                ConditionExpression="created_at = :created AND attribute_not_exists(written_at)",
-                ExpressionAttributeValues={":created": _json_time(block.created_at)},
-            )
-        except ClientError as exc:
-            if error_code(exc) == _CONDITION_FAILED:
-                return False
-            raise aws_error(exc, f"DeleteItem {block.block_id}") from exc
-        except BotoCoreError as exc:
-            raise aws_error(exc, f"DeleteItem {block.block_id}") from exc
-        return True
+        return self._conditional(
+            f"DeleteItem {block.block_id}",
+            self._table.delete_item,
+            Key={"block_id": block.block_id},
+            ConditionExpression="created_at = :created AND attribute_not_exists(written_at)",
+            ExpressionAttributeValues={":created": _json_time(block.created_at)},
+        )
 
     def states(self, block_ids: Iterable[str]) -> dict[str, BlockState]:
         """Whether each block is active, and since when, by id; unrecorded ones are left out."""
@@ -152,24 +134,18 @@ class DynamoBlockStore:
 
     def mark_written(self, block_id: str, at: datetime) -> bool:
         """Note that an active block's address is in its IP set; False when it is not active."""
-        try:
-            self._table.update_item(
-                Key={"block_id": block_id},
-                UpdateExpression="SET written_at = if_not_exists(written_at, :at)",
-                ConditionExpression="#status = :active",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":active": BlockStatus.ACTIVE.value,
-                    ":at": _json_time(at),
-                },
-            )
-        except ClientError as exc:
-            if error_code(exc) == _CONDITION_FAILED:
-                return False
-            raise aws_error(exc, f"UpdateItem {block_id}") from exc
-        except BotoCoreError as exc:
-            raise aws_error(exc, f"UpdateItem {block_id}") from exc
-        return True
+        return self._conditional(
+            f"UpdateItem {block_id}",
+            self._table.update_item,
+            Key={"block_id": block_id},
+            UpdateExpression="SET written_at = if_not_exists(written_at, :at)",
+            ConditionExpression="#status = :active",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":active": BlockStatus.ACTIVE.value,
+                ":at": _json_time(at),
+            },
+        )
 
     def active(self, nacl_id: str | None = None) -> list[Block]:
         """The active blocks, of one network ACL when named."""
@@ -203,20 +179,26 @@ class DynamoBlockStore:
             if value is not None:
                 update += f", {name} = :{name}"
                 values[f":{name}"] = value
+        return self._conditional(
+            f"UpdateItem {block_id}",
+            self._table.update_item,
+            Key={"block_id": block_id},
+            UpdateExpression=update,
+            ConditionExpression="#status = :active",
+            ExpressionAttributeNames={"#status": "status", "#ttl": TTL_ATTRIBUTE},
+            ExpressionAttributeValues=values,
+        )
+
+    def _conditional(self, doing: str, write: Any, **request: Any) -> bool:
+        """Make a conditional write; False when its condition does not hold."""
         try:
-            self._table.update_item(
-                Key={"block_id": block_id},
-                UpdateExpression=update,
-                ConditionExpression="#status = :active",
-                ExpressionAttributeNames={"#status": "status", "#ttl": TTL_ATTRIBUTE},
-                ExpressionAttributeValues=values,
-            )
+            write(**request)
         except ClientError as exc:
             if error_code(exc) == _CONDITION_FAILED:
                 return False
-            raise aws_error(exc, f"UpdateItem {block_id}") from exc
+            raise aws_error(exc, doing) from exc
         except BotoCoreError as exc:
-            raise aws_error(exc, f"UpdateItem {block_id}") from exc
+            raise aws_error(exc, doing) from exc
         return True
 
     def _scan(self, condition: Any) -> list[Block]:
