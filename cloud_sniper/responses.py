@@ -245,9 +245,8 @@ def _undo(record: ActionRecord, ports: Ports, who: str, reason: str, now: dateti
         raise ResponseError(f"{record.record_id}: this version has no {record.kind.value} to undo")
     if ports.clients is None:
         raise ResponseError("the mitigate ports have no AWS clients for the catalogue")
-    # Undone in the account it was applied in: a member account's through its member role.
-    # TODO(member-rollback): that role trusts the mitigate and expire functions alone, so a
-    # person's own principal is refused there (reported in `failed`) until it trusts theirs too.
+    # Undone in the account it was applied in: a member account's through its member role,
+    # which trusts a person's role when the member stack's ResponderPrincipalArns names it.
     clients = in_account(ports, record.account_id, record.incident_id).clients
     assert clients is not None  # in_account keeps or replaces the clients checked above
     undone = catalogue.undo_action(record, clients, who, reason, now)

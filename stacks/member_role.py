@@ -8,7 +8,7 @@ with no reference to the other stacks and no bootstrap in the member accounts.
 
 from __future__ import annotations
 
-from aws_cdk import CfnParameter, DefaultStackSynthesizer, Stack
+from aws_cdk import CfnCondition, CfnParameter, DefaultStackSynthesizer, Fn, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
@@ -41,7 +41,7 @@ class MemberRoleStack(Stack):
 
         # CloudFormation names the functions' roles after their stack and construct ids (with
         # a hash and a random suffix); the WAF writer's, in the same stack, matches neither.
-        responders = [
+        functions = [
             f"arn:{self.partition}:iam::{administrator}:role/"
             f"{config.MITIGATE_STACK}-{construct_id}Role*"
             for construct_id in config.RESPONDERS
@@ -52,7 +52,7 @@ class MemberRoleStack(Stack):
             role_name=naming.MEMBER_ROLE,
             description="Cloud Sniper's mitigate and expire functions act on findings here",
             assumed_by=iam.AccountPrincipal(administrator).with_conditions(
-                {"ArnLike": {"aws:PrincipalArn": responders}}
+                {"ArnLike": {"aws:PrincipalArn": self._trusted(functions)}}
             ),
         )
         # What the functions do in the finding's account; the WAF IP sets and the tables stay
@@ -63,3 +63,32 @@ class MemberRoleStack(Stack):
             self, self.role, applies=True, lookups_reason=_LOOKUPS_REASON
         )
         permissions.allow_catalogue(self, self.role, expiring_only=False)
+
+    def _trusted(self, functions: list[str]) -> object:
+        """The functions' role patterns, and the people's the StackSet names, when it names any.
+
+        `cloud-sniper rollback` and `release` undo a member account's action with the person's
+        own credentials, through this role. The principal stays the administrator account, so a
+        pattern naming another account matches nobody.
+        """
+        people = CfnParameter(
+            self,
+            "ResponderPrincipalArns",
+            type="CommaDelimitedList",
+            default="",
+            description=(
+                "ARN patterns of the administrator account's roles whose people may roll back "
+                "and release here (cloud-sniper rollback, release), comma separated; "
+                "empty: the functions alone"
+            ),
+        ).value_as_list
+        names_people = CfnCondition(
+            self,
+            "PeopleMayUndo",
+            expression=Fn.condition_not(Fn.condition_equals(Fn.join("", people), "")),
+        )
+        return Fn.condition_if(
+            names_people.logical_id,
+            Fn.split(",", Fn.join(",", [*functions, Fn.join(",", people)])),
+            functions,
+        )

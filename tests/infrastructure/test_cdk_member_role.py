@@ -1,9 +1,12 @@
-"""The member role stack: one template for every member account, trusting two functions only."""
+"""The member role stack: one template for every member account, trusting whom it names."""
 
 from __future__ import annotations
 
 import json
 from fnmatch import fnmatchcase
+
+import boto3
+from moto import mock_aws
 
 from cloud_sniper.domain import naming
 from cloud_sniper.local import deploy
@@ -11,6 +14,9 @@ from services.mitigate.catalogue import catalogue
 from stacks.config import FUNCTIONS, MEMBER_ROLE_STACK, MITIGATE_STACK
 
 ADMIN = "<AdministratorAccountId>"
+ADMIN_ACCOUNT = "111122223333"
+ADMIN_ROLES = f"arn:aws:iam::{ADMIN_ACCOUNT}:role/"
+SSO_RESPONDER = "aws-reserved/sso.amazonaws.com/AWSReservedSSO_Responder_0123456789abcdef"
 PARTITION = "<AWS::Partition>"
 ROLE_PATTERNS = [
     f"arn:{PARTITION}:iam::{ADMIN}:role/{MITIGATE_STACK}-MitigateRole*",
@@ -42,21 +48,51 @@ def role_statements(assembly) -> set[tuple[tuple[str, ...], tuple[str, ...]]]:
     return found
 
 
-def test_the_administrator_account_is_the_one_parameter_and_nothing_needs_a_bootstrap(assembly):
+def test_the_administrator_account_and_the_people_are_its_parameters_and_nothing_else(assembly):
     template = assembly.templates[MEMBER_ROLE_STACK]
 
     # A StackSet deploys the template as it is: no CDK bootstrap check in the member accounts
-    assert template["Parameters"] == {
-        "AdministratorAccountId": {
-            "Type": "String",
-            "AllowedPattern": r"^\d{12}$",
-            "ConstraintDescription": "an AWS account id: 12 digits",
-            "Description": "The GuardDuty delegated administrator account, where Cloud Sniper runs",
-        }
+    parameters = template["Parameters"]
+    assert parameters["AdministratorAccountId"] == {
+        "Type": "String",
+        "AllowedPattern": r"^\d{12}$",
+        "ConstraintDescription": "an AWS account id: 12 digits",
+        "Description": "The GuardDuty delegated administrator account, where Cloud Sniper runs",
     }
+    assert parameters["ResponderPrincipalArns"]["Type"] == "CommaDelimitedList"
+    assert parameters["ResponderPrincipalArns"]["Default"] == ""
+    assert sorted(parameters) == ["AdministratorAccountId", "ResponderPrincipalArns"]
     assert "Rules" not in template
     assert "Outputs" not in template
     assert "Fn::ImportValue" not in json.dumps(template)
+
+
+def deployed_trust(assembly, **parameters: str) -> dict:
+    """The member role's trust policy, as CloudFormation (moto's) makes it from the parameters."""
+    given = {"AdministratorAccountId": ADMIN_ACCOUNT, **parameters}
+    with mock_aws():
+        boto3.client("cloudformation", region_name="us-east-1").create_stack(
+            StackName="cloud-sniper-member-role",
+            TemplateBody=json.dumps(assembly.templates[MEMBER_ROLE_STACK]),
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in given.items()],
+            Capabilities=["CAPABILITY_NAMED_IAM"],
+        )
+        role = boto3.client("iam", region_name="us-east-1").get_role(RoleName=naming.MEMBER_ROLE)
+    return role["Role"]["AssumeRolePolicyDocument"]
+
+
+def trusts(trust: dict, principal_arn: str) -> bool:
+    """Whether the trust lets this principal assume the role, as IAM reads these statements."""
+    (statement,) = trust["Statement"]
+    account = principal_arn.split(":")[4]
+    patterns = statement["Condition"]["ArnLike"]["aws:PrincipalArn"]
+    return (
+        statement["Effect"] == "Allow"
+        and statement["Action"] == "sts:AssumeRole"
+        and statement["Principal"] == {"AWS": f"arn:aws:iam::{account}:root"}
+        and account == ADMIN_ACCOUNT
+        and any(fnmatchcase(principal_arn, pattern) for pattern in patterns)
+    )
 
 
 def test_the_role_has_its_fixed_name_and_trusts_only_mitigate_and_expire(assembly):
@@ -66,15 +102,34 @@ def test_the_role_has_its_fixed_name_and_trusts_only_mitigate_and_expire(assembl
     assert properties["RoleName"] == naming.MEMBER_ROLE
     assert "ManagedPolicyArns" not in properties
     assert "Policies" not in properties
-    trust = assembly.render(MEMBER_ROLE_STACK, properties["AssumeRolePolicyDocument"])
-    assert trust["Statement"] == [
-        {
-            "Action": "sts:AssumeRole",
-            "Effect": "Allow",
-            "Principal": {"AWS": f"arn:{PARTITION}:iam::{ADMIN}:root"},
-            "Condition": {"ArnLike": {"aws:PrincipalArn": ROLE_PATTERNS}},
-        }
+
+    # Given no people named, when CloudFormation makes the role, then the functions alone
+    trust = deployed_trust(assembly)
+    assert trust["Statement"][0]["Condition"]["ArnLike"]["aws:PrincipalArn"] == [
+        pattern.replace(PARTITION, "aws").replace(ADMIN, ADMIN_ACCOUNT) for pattern in ROLE_PATTERNS
     ]
+    assert trusts(trust, f"{ADMIN_ROLES}CloudSniper-Mitigate-MitigateRole1A2B-3C4D")
+    assert not trusts(trust, f"{ADMIN_ROLES}{SSO_RESPONDER}")
+    assert not trusts(trust, f"{ADMIN_ROLES}Administrator")
+
+
+def test_the_people_the_stack_set_names_may_assume_it_too_and_only_from_the_administrator(
+    assembly,
+):
+    # Given the people's roles named: a pattern for an IAM Identity Center role, and one role
+    people = f"{ADMIN_ROLES}aws-reserved/sso.amazonaws.com/AWSReservedSSO_Responder_*"
+    other_account = "arn:aws:iam::444455556666:role/Oncall"
+    trust = deployed_trust(
+        assembly, ResponderPrincipalArns=f"{people},{ADMIN_ROLES}Oncall,{other_account}"
+    )
+
+    # Then those people may undo here, and the functions still may
+    assert trusts(trust, f"{ADMIN_ROLES}{SSO_RESPONDER}")
+    assert trusts(trust, f"{ADMIN_ROLES}Oncall")
+    assert trusts(trust, f"{ADMIN_ROLES}CloudSniper-Mitigate-ExpireRole1A2B-3C4D")
+    # And nobody else: not another role of the administrator, not a role of another account
+    assert not trusts(trust, f"{ADMIN_ROLES}Administrator")
+    assert not trusts(trust, other_account)
 
 
 def test_the_trusted_patterns_match_the_roles_cloudformation_names_and_no_other(assembly):

@@ -283,6 +283,34 @@ def test_a_member_instance_is_isolated_there_and_a_rollback_releases_it_there(ac
     assert record.status is RecordStatus.UNDONE
 
 
+def test_a_person_the_member_role_does_not_trust_is_told_which_parameter_names_them(
+    accounts, event
+):
+    # Given an isolation applied in the member account
+    ports = accounts.ports()
+    member = accounts.member
+    finding = finding_of(event, MEMBER, member)
+    actions = decision((ActionKind.ISOLATE_INSTANCE, member.instance_id))
+    apply_actions(finding, actions, INCIDENT, False, NOW, ports)
+
+    # When a person whose role the member role does not trust rolls the incident back
+    accounts.deny_assume_role()
+    rollback = responses.rollback(
+        INCIDENT, accounts.ports(), "analyst", "false positive", NOW, recorded=True
+    )
+
+    # Then nothing is undone, and the failure names the caller and the member stack's parameter
+    assert rollback.undone == []
+    (reason,) = rollback.failed.values()
+    caller = boto3.client("sts", region_name=REGION).get_caller_identity()["Arn"]
+    assert f"does not trust {caller}" in reason
+    assert f"AdministratorAccountId {ADMIN}" in reason
+    assert "ResponderPrincipalArns" in reason
+    assert member.groups() != [member.group_id]
+    (record,) = ports.records.all()
+    assert record.status is RecordStatus.ACTIVE
+
+
 def test_a_finding_of_our_own_account_assumes_no_role(accounts, event):
     # Given a finding of the administrator account itself
     ports = accounts.ports()

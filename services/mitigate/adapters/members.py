@@ -44,7 +44,7 @@ class StsMemberAccounts:
         self._role_name = role_name
         self._clock = clock
         self._sts: Any = None
-        self._identity: tuple[str, str] | None = None  # (account, partition)
+        self._identity: tuple[str, str, str] | None = None  # (account, partition, caller)
         self._access: dict[str, _Access] = {}
 
     def own_account(self) -> str:
@@ -64,15 +64,15 @@ class StsMemberAccounts:
             self._sts = self._session.client("sts")
         return self._sts
 
-    def _whoami(self) -> tuple[str, str]:
-        # Once per cold start: the account and partition of the function's own role.
+    def _whoami(self) -> tuple[str, str, str]:
+        # Once per cold start: the account and partition of the caller, a function or a person.
         if self._identity is None:
             try:
                 arn = self._client().get_caller_identity()["Arn"]
             except (ClientError, BotoCoreError) as exc:
                 raise aws_error(exc, "GetCallerIdentity") from exc
             _, partition, _, _, account, _ = arn.split(":", 5)
-            self._identity = (account, partition)
+            self._identity = (account, partition, arn)
         return self._identity
 
     def _open(self, account_id: str, session_name: str) -> _Access:
@@ -91,10 +91,12 @@ class StsMemberAccounts:
             )["Credentials"]
         except ClientError as exc:
             if error_code(exc) == "AccessDenied":
+                own, _, caller = self._whoami()
                 raise MemberRoleError(
                     f"cannot assume {role_arn}: the member role is missing in account "
-                    f"{account_id} or does not trust this account (deploy the "
-                    f"CloudSniper-MemberRole stack there with this account as the administrator)"
+                    f"{account_id} or does not trust {caller} (deploy the CloudSniper-MemberRole "
+                    f"stack there with AdministratorAccountId {own}; a person's role goes in its "
+                    f"ResponderPrincipalArns)"
                 ) from exc
             raise aws_error(exc, f"AssumeRole {role_arn}") from exc
         except BotoCoreError as exc:
