@@ -274,27 +274,63 @@ def _plan(
     actions: list[PlannedAction] = []
     refusals: list[Refusal] = []
 
-    for kind in rule.actions:
-        for target, indicators in _candidates(kind, finding).items():
-            reason = _refuse_kind(kind, finding) or _refuse_target(
-                kind, indicators, allowlist, estate_addresses, finding
-            )
-            if reason:
-                refusals.append(Refusal(target=target, kind=kind.value, reason=reason))
-                continue
-            action = PlannedAction(
+    def plan(kind: ActionKind, target: str, indicators: list[Indicator], why: str = "") -> None:
+        reason = _refuse_kind(kind, finding) or _refuse_target(
+            kind, indicators, allowlist, estate_addresses, finding
+        )
+        if reason:
+            refusals.append(Refusal(target=target, kind=kind.value, reason=why + reason))
+            return
+        actions.append(
+            PlannedAction(
                 id=f"{kind.value}:{target}",
                 kind=kind,
                 target=target,
                 params=_params(kind, target, finding),
                 ttl_seconds=ttl if kind in _EXPIRING else None,
             )
-            actions.append(action)
+        )
+
+    for kind in rule.actions:
+        for target, indicators in _candidates(kind, finding).items():
+            plan(kind, target, indicators)
+    isolating = ActionKind.ISOLATE_INSTANCE in AVAILABLE_ACTIONS and any(
+        action.kind is ActionKind.ISOLATE_INSTANCE for action in actions
+    )
+    if isolating:
+        denied = {a.target for a in actions if a.kind in _NETWORK_ACL_DENIES}
+        for kind, target, indicators in _connection_cuts(finding):
+            if target not in denied:
+                plan(kind, target, indicators, why=CONNECTION_CUT_REFUSED)
     # Grouped by target, as a person reads a plan: every action on one address together, in the
     # rule's order of actions, targets in the order the finding names them.
     order = {target: n for n, target in enumerate(dict.fromkeys(a.target for a in actions))}
     actions.sort(key=lambda action: order[action.target])
     return actions, refusals
+
+
+# Either deny in the subnet's network ACL ends a connection with the address, once the
+# instance is isolated: no packet of it passes one way.
+_NETWORK_ACL_DENIES = frozenset({ActionKind.NACL_BLOCK, ActionKind.C2_BLOCK})
+CONNECTION_CUT_REFUSED = "not denied to cut the isolated instance's connections: "
+
+
+def _connection_cuts(finding: Finding) -> list[tuple[ActionKind, str, list[Indicator]]]:
+    """The network ACL denies that end the connections an isolation leaves open.
+
+    A security group change does not cut a connection already tracked, so an isolated instance
+    would keep talking to the remotes the finding names. Each is denied the way it connects: an
+    outbound address (command and control) by an outbound deny, any other by an inbound one.
+    The safety rules apply to these as to any block: a victim is never denied, nor a private or
+    allowlisted address.
+    """
+    cuts = []
+    for target, indicators in _targets(finding.addresses()).items():
+        outbound = any(indicator.direction is Direction.OUTBOUND for indicator in indicators)
+        cuts.append(
+            (ActionKind.C2_BLOCK if outbound else ActionKind.NACL_BLOCK, target, indicators)
+        )
+    return cuts
 
 
 # Blocks expire; isolation and revocation end only by an explicit release or undo.

@@ -348,7 +348,7 @@ def test_isolating_an_instance_closes_it_snapshots_it_and_takes_it_out_of_servic
     assert result.status is ActionStatus.APPLIED, result.detail
     assert "verified: 2 network interface(s) only in the isolation group" in result.detail
     assert "inbound attacker 198.51.100.7" in result.detail
-    assert "nacl_block/c2_block" in result.detail
+    assert "network ACLs beside the isolation (nacl_block)" in result.detail
     # And both network interfaces are in the isolation group only, which has no rule at all
     group = account.isolation_group()
     assert group is not None

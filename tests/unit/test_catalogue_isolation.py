@@ -196,7 +196,7 @@ def test_the_plan_says_what_isolation_does_and_that_the_attacker_needs_a_network
     assert "snapshot its volumes" in inbound_plan and "Standby" in inbound_plan
     # And says whether the finding names an inbound attacker the security group cannot cut
     assert "inbound attacker 198.51.100.7" in inbound_plan
-    assert "nacl_block/c2_block" in inbound_plan
+    assert "network ACLs beside the isolation (nacl_block)" in inbound_plan
     assert "names no inbound attacker" in outbound_plan
 
 

@@ -853,3 +853,101 @@ def test_every_action_of_this_version_is_carried_out():
         ActionKind.C2_BLOCK,
         ActionKind.C2_BLOCK,
     ]
+
+
+# --- isolation cuts the instance's connections ------------------------------------------------
+
+ISOLATE = {
+    "name": "isolate",
+    "mode": "approval",
+    "actions": ["isolate_instance"],
+    "block_ttl": "2d",
+}
+
+
+def test_isolating_an_attacked_instance_also_denies_its_attacker_inbound():
+    # Given a rule isolating the instance alone, and a finding naming its inbound attacker
+    # When it is evaluated
+    decision = decide(policy(ISOLATE), finding())
+
+    # Then the attacker is denied inbound in the instance's subnets too: a security group change
+    # leaves a tracked connection open, a network ACL deny does not; the deny expires
+    assert decision.mode == Mode.APPROVAL
+    isolation, deny = decision.actions
+    assert (isolation.kind, isolation.target) == (
+        ActionKind.ISOLATE_INSTANCE,
+        "i-0abc1234def567890",
+    )
+    assert (deny.kind, deny.target, deny.ttl_seconds) == (
+        ActionKind.NACL_BLOCK,
+        f"{ATTACKER}/32",
+        2 * 86400,
+    )
+    assert deny.params == {
+        "subnet_ids": ["subnet-0a1b2c3d", "subnet-0e1f2a3b"],
+        "vpc_id": "vpc-0a1b2c3d",
+        "direction": "inbound",
+    }
+    assert decision.refusals == []
+
+
+def test_isolating_an_instance_that_calls_its_c2_denies_the_c2_address_outbound():
+    # Given a C&C finding naming the address the instance reached, and a rule isolating it
+    c2 = finding(type="Backdoor:EC2/C&CActivity.B", indicators=[OUT, DOMAIN])
+
+    # When it is evaluated
+    decision = decide(policy(ISOLATE), c2)
+
+    # Then the C2 address is cut outbound; the domain is left to a rule asking for c2_block
+    assert [(a.kind, a.target) for a in decision.actions] == [
+        (ActionKind.ISOLATE_INSTANCE, "i-0abc1234def567890"),
+        (ActionKind.C2_BLOCK, f"{ATTACKER}/32"),
+    ]
+
+
+def test_isolating_an_instance_that_attacks_others_never_denies_its_victims():
+    # Given an instance sending spam: the remote it reached is a victim
+    spam = finding(type="Backdoor:EC2/Spambot", indicators=[OUT])
+
+    # When a rule isolating it is evaluated
+    decision = decide(policy(ISOLATE), spam)
+
+    # Then the instance is isolated, the victim is not denied, and the decision says why
+    assert [a.kind for a in decision.actions] == [ActionKind.ISOLATE_INSTANCE]
+    (refusal,) = decision.refusals
+    assert (refusal.kind, refusal.target) == ("c2_block", f"{ATTACKER}/32")
+    assert refusal.reason.startswith("not denied to cut the isolated instance's connections: ")
+    assert "victim" in refusal.reason
+
+
+def test_the_connection_cut_refuses_private_and_allowlisted_addresses():
+    # Given an inbound finding from a private address and from an allowlisted one
+    private = address("10.1.2.3")
+    scanner = address(ATTACKER_V6)
+    trusted = policy(ISOLATE, allowlist=[f"{ATTACKER_V6}/128"])
+
+    # When a rule isolating the instance is evaluated
+    decision = decide(trusted, finding(indicators=[private, scanner]))
+
+    # Then neither is denied
+    assert [a.kind for a in decision.actions] == [ActionKind.ISOLATE_INSTANCE]
+    assert {r.target for r in decision.refusals} == {"10.1.2.3/32", f"{ATTACKER_V6}/128"}
+
+
+def test_an_address_the_rule_already_denies_is_not_denied_twice():
+    # Given a rule isolating the instance and cutting its C2 itself
+    c2 = finding(type="Backdoor:EC2/C&CActivity.B", indicators=[OUT])
+    both = {**ISOLATE, "actions": ["isolate_instance", "c2_block"]}
+
+    # When it is evaluated, then the C2 address has one deny
+    decision = decide(policy(both), c2)
+    assert [(a.kind, a.target) for a in decision.actions] == [
+        (ActionKind.ISOLATE_INSTANCE, "i-0abc1234def567890"),
+        (ActionKind.C2_BLOCK, f"{ATTACKER}/32"),
+    ]
+
+
+def test_without_isolation_no_connection_is_cut():
+    decision = decide(policy(ASK), finding())
+
+    assert [a.kind for a in decision.actions] == [ActionKind.WAF_BLOCK]

@@ -258,8 +258,8 @@ def connection_note(attackers: list[str]) -> str:
         return "the finding names no inbound attacker address"
     return (
         f"the finding names inbound attacker {', '.join(attackers)}: a security group change "
-        "does not cut tracked connections, so the policy pairs isolation with "
-        "nacl_block/c2_block to deny it in the subnet's network ACL"
+        "does not cut tracked connections, so the decision denies it in the subnets' network "
+        "ACLs beside the isolation (nacl_block), where the safety rules allow"
     )
 
 
