@@ -15,8 +15,8 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from cloud_sniper.domain import naming
+from cloud_sniper.domain.approvals import ApprovalRecord
 from cloud_sniper.domain.models import Approval, ApprovalStatus
-from services.decide.approval_request import ApprovalRecord
 
 # What Step Functions answers when the task no longer waits: its timeout passed, or the
 # execution ended (stopped, or timed out and moved on).

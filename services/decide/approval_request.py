@@ -6,11 +6,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ConfigDict, Field
-
 from cloud_sniper.domain import naming
+from cloud_sniper.domain.approvals import ApprovalRecord, FindingSummary
 from cloud_sniper.domain.models import (
-    Approval,
     ApprovalStatus,
     Decision,
     Finding,
@@ -18,9 +16,7 @@ from cloud_sniper.domain.models import (
     Mode,
     Model,
     PlannedAction,
-    Refusal,
     Resource,
-    SeverityLabel,
 )
 from cloud_sniper.domain.policy import format_duration
 
@@ -30,62 +26,6 @@ SUBJECT_LIMIT = 100
 
 class ApprovalConflictError(Exception):
     """The table holds the execution's approval in a state a new request cannot take over."""
-
-
-class FindingSummary(Model):
-    """What an approver needs to know of the finding."""
-
-    id: str
-    type: str
-    severity: float
-    severity_label: SeverityLabel
-    title: str = ""
-    account_id: str
-    region: str
-    resource: Resource
-    indicators: list[Indicator]
-
-
-class ApprovalRecord(Model):
-    """An item of the approvals table: the request, then its answer."""
-
-    # Written here, answered by the CLI, read by the report: a field one of them adds must not
-    # make the others fail.
-    model_config = ConfigDict(extra="ignore")
-
-    approval_id: str
-    # Whoever holds the token can resume the execution: it stays out of dumps, logs and notices;
-    # only the table keeps it, written there explicitly.
-    token: str = Field(repr=False, exclude=True)
-    status: ApprovalStatus
-    incident_id: str
-    execution_name: str
-    finding: FindingSummary
-    rule: str | None = None
-    decision_reason: str
-    actions: list[PlannedAction]
-    refusals: list[Refusal] = []
-    requested_at: datetime
-    expires_at: datetime
-    approver: str | None = None
-    reason: str | None = None
-    answered_at: datetime | None = None
-
-    def item(self) -> dict[str, Any]:
-        """The record as stored in the approvals table, token included."""
-        return {**self.model_dump(mode="json", exclude_none=True), "token": self.token}
-
-    def approval(self) -> Approval:
-        """The approval as the state machine receives it: no token, no request."""
-        return Approval(
-            approval_id=self.approval_id,
-            status=self.status,
-            requested_at=self.requested_at,
-            expires_at=self.expires_at,
-            approver=self.approver,
-            reason=self.reason,
-            answered_at=self.answered_at,
-        )
 
 
 class ApprovalRequest(Model):
