@@ -24,3 +24,16 @@ def aws_error(exc: ClientError | BotoCoreError, doing: str) -> Exception:
     if is_transient(code, status):
         return TransientAwsError(f"{doing}: {code}: {message}")
     return MitigationError(f"{doing}: {code}: {message}")
+
+
+def catalogue_error(exc: ClientError | BotoCoreError, doing: str) -> Exception:
+    """The error a catalogue action raises for a failed call: transient, or the action failed.
+
+    Transient errors stay TransientAwsError for the state machine to retry; the rest are
+    permanent failures of the action, as the catalogue names them.
+    """
+    # Imported here: the catalogue's action modules import these adapters.
+    from services.mitigate.catalogue import ActionFailedError
+
+    error = aws_error(exc, doing)
+    return error if isinstance(error, TransientAwsError) else ActionFailedError(str(error))

@@ -8,10 +8,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cloud_sniper.domain.errors import TransientAwsError
-from services.mitigate.adapters._aws import aws_error, error_code
+from services.mitigate.adapters._aws import catalogue_error, error_code
 from services.mitigate.catalogue import (
-    ActionFailedError,
     ActionTargetNotFoundError,
     ActionUnavailableError,
 )
@@ -179,8 +177,7 @@ def _error(exc: ClientError | BotoCoreError | NotImplementedError, doing: str) -
         return ActionUnavailableError(UNAVAILABLE)
     if isinstance(exc, ClientError) and error_code(exc) == NOT_FOUND:
         return ActionTargetNotFoundError(f"{doing}: {exc.response['Error'].get('Message', '')}")
-    error = aws_error(exc, doing)
-    return error if isinstance(error, TransientAwsError) else ActionFailedError(str(error))
+    return catalogue_error(exc, doing)
 
 
 def _doing(operation: str, params: dict[str, Any]) -> str:

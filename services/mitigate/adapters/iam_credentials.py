@@ -8,8 +8,7 @@ from urllib.parse import unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cloud_sniper.domain.errors import TransientAwsError
-from services.mitigate.adapters._aws import aws_error, error_code
+from services.mitigate.adapters._aws import catalogue_error, error_code
 from services.mitigate.catalogue import ActionFailedError, ActionTargetNotFoundError
 
 NO_SUCH_ENTITY = "NoSuchEntity"
@@ -30,7 +29,7 @@ class IamCredentials:
         except (ClientError, BotoCoreError) as exc:
             if _code(exc) == NO_SUCH_ENTITY:
                 raise ActionTargetNotFoundError(f"access key {key_id} not found") from exc
-            raise _error(exc, f"GetAccessKeyLastUsed {key_id}") from exc
+            raise catalogue_error(exc, f"GetAccessKeyLastUsed {key_id}") from exc
         owner = response.get("UserName")
         if not owner:
             raise ActionFailedError(f"access key {key_id}: IAM names no user owning it")
@@ -44,7 +43,7 @@ class IamCredentials:
         except (ClientError, BotoCoreError) as exc:
             if _code(exc) == NO_SUCH_ENTITY:
                 return None
-            raise _error(exc, f"ListAccessKeys {user}") from exc
+            raise catalogue_error(exc, f"ListAccessKeys {user}") from exc
         for key in response.get("AccessKeyMetadata", []):
             if key.get("AccessKeyId") == key_id:
                 return key.get("Status")
@@ -57,7 +56,7 @@ class IamCredentials:
         except (ClientError, BotoCoreError) as exc:
             if _code(exc) == NO_SUCH_ENTITY:
                 return False
-            raise _error(exc, f"UpdateAccessKey {user} {key_id} {status}") from exc
+            raise catalogue_error(exc, f"UpdateAccessKey {user} {key_id} {status}") from exc
         return True
 
     def put_role_policy(self, role: str, name: str, document: dict[str, Any]) -> None:
@@ -75,7 +74,7 @@ class IamCredentials:
                     f"role {role} is service-linked: its sessions cannot be revoked; "
                     "a person must act"
                 ) from exc
-            raise _error(exc, f"PutRolePolicy {role} {name}") from exc
+            raise catalogue_error(exc, f"PutRolePolicy {role} {name}") from exc
 
     def role_policy(self, role: str, name: str) -> dict[str, Any] | None:
         """An inline policy of a role, as a document; None when it or the role is gone."""
@@ -84,7 +83,7 @@ class IamCredentials:
         except (ClientError, BotoCoreError) as exc:
             if _code(exc) == NO_SUCH_ENTITY:
                 return None
-            raise _error(exc, f"GetRolePolicy {role} {name}") from exc
+            raise catalogue_error(exc, f"GetRolePolicy {role} {name}") from exc
         document = response.get("PolicyDocument")
         # The API returns the document URL-encoded; boto3 decodes it, other clients may not.
         if isinstance(document, str):
@@ -98,15 +97,9 @@ class IamCredentials:
         except (ClientError, BotoCoreError) as exc:
             if _code(exc) == NO_SUCH_ENTITY:
                 return False
-            raise _error(exc, f"DeleteRolePolicy {role} {name}") from exc
+            raise catalogue_error(exc, f"DeleteRolePolicy {role} {name}") from exc
         return True
 
 
 def _code(exc: ClientError | BotoCoreError) -> str:
     return error_code(exc) if isinstance(exc, ClientError) else ""
-
-
-def _error(exc: ClientError | BotoCoreError, doing: str) -> Exception:
-    # The catalogue tells a permanent failure by ActionFailedError; transient ones go up.
-    error = aws_error(exc, doing)
-    return error if isinstance(error, TransientAwsError) else ActionFailedError(str(error))

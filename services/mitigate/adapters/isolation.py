@@ -9,8 +9,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field
 
 from cloud_sniper.domain.models import Model
-from services.mitigate.actions import MitigationError
-from services.mitigate.adapters._aws import aws_error, error_code
+from services.mitigate.adapters._aws import catalogue_error, error_code
 from services.mitigate.catalogue import ActionFailedError, ActionTargetNotFoundError
 
 INSTANCE_NOT_FOUND = ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed")
@@ -101,9 +100,9 @@ class Ec2Isolation:
         except ClientError as exc:
             if error_code(exc) in INSTANCE_NOT_FOUND:
                 raise ActionTargetNotFoundError(f"instance {instance_id} not found") from exc
-            raise _error(exc, f"DescribeInstances {instance_id}") from exc
+            raise catalogue_error(exc, f"DescribeInstances {instance_id}") from exc
         except BotoCoreError as exc:
-            raise _error(exc, f"DescribeInstances {instance_id}") from exc
+            raise catalogue_error(exc, f"DescribeInstances {instance_id}") from exc
         found = [i for r in response.get("Reservations", []) for i in r.get("Instances", [])]
         if not found:
             raise ActionTargetNotFoundError(f"instance {instance_id} not found")
@@ -156,9 +155,9 @@ class Ec2Isolation:
             except ClientError as exc:
                 if error_code(exc) == GROUP_NOT_FOUND:
                     continue
-                raise _error(exc, f"DescribeSecurityGroups {group_id}") from exc
+                raise catalogue_error(exc, f"DescribeSecurityGroups {group_id}") from exc
             except BotoCoreError as exc:
-                raise _error(exc, f"DescribeSecurityGroups {group_id}") from exc
+                raise catalogue_error(exc, f"DescribeSecurityGroups {group_id}") from exc
             found.update({g["GroupId"]: _group(g) for g in response.get("SecurityGroups", [])})
         return found
 
@@ -176,9 +175,9 @@ class Ec2Isolation:
         except ClientError as exc:
             if error_code(exc) == GROUP_EXISTS:
                 return None
-            raise _error(exc, f"CreateSecurityGroup {name} in {vpc_id}") from exc
+            raise catalogue_error(exc, f"CreateSecurityGroup {name} in {vpc_id}") from exc
         except BotoCoreError as exc:
-            raise _error(exc, f"CreateSecurityGroup {name} in {vpc_id}") from exc
+            raise catalogue_error(exc, f"CreateSecurityGroup {name} in {vpc_id}") from exc
         return response["GroupId"]
 
     def revoke_rules(self, group: SecurityGroup) -> None:
@@ -215,9 +214,9 @@ class Ec2Isolation:
                 raise ActionFailedError(
                     f"network interface {eni_id}: a security group of {group_ids} is gone"
                 ) from exc
-            raise _error(exc, f"ModifyNetworkInterfaceAttribute {eni_id}") from exc
+            raise catalogue_error(exc, f"ModifyNetworkInterfaceAttribute {eni_id}") from exc
         except BotoCoreError as exc:
-            raise _error(exc, f"ModifyNetworkInterfaceAttribute {eni_id}") from exc
+            raise catalogue_error(exc, f"ModifyNetworkInterfaceAttribute {eni_id}") from exc
         return True
 
     def interfaces_using(self, group_id: str) -> list[str]:
@@ -240,9 +239,9 @@ class Ec2Isolation:
                 return True
             if code == GROUP_IN_USE:
                 return False
-            raise _error(exc, f"DeleteSecurityGroup {group_id}") from exc
+            raise catalogue_error(exc, f"DeleteSecurityGroup {group_id}") from exc
         except BotoCoreError as exc:
-            raise _error(exc, f"DeleteSecurityGroup {group_id}") from exc
+            raise catalogue_error(exc, f"DeleteSecurityGroup {group_id}") from exc
         return True
 
     def tag(self, resource_id: str, tags: dict[str, str]) -> None:
@@ -260,9 +259,9 @@ class Ec2Isolation:
         except ClientError as exc:
             if error_code(exc) in INSTANCE_NOT_FOUND:
                 return False
-            raise _error(exc, f"DeleteTags {resource_id}") from exc
+            raise catalogue_error(exc, f"DeleteTags {resource_id}") from exc
         except BotoCoreError as exc:
-            raise _error(exc, f"DeleteTags {resource_id}") from exc
+            raise catalogue_error(exc, f"DeleteTags {resource_id}") from exc
         return True
 
     def volumes(self, volume_ids: list[str]) -> list[Volume]:
@@ -328,6 +327,7 @@ class Ec2Isolation:
         for attribute, value in changes.items():
             if value is None:
                 continue
+            doing = f"ModifyInstanceAttribute {instance_id} {attribute}"
             try:
                 self._client.modify_instance_attribute(
                     InstanceId=instance_id, **{attribute: {"Value": value}}
@@ -335,9 +335,9 @@ class Ec2Isolation:
             except ClientError as exc:
                 if error_code(exc) in INSTANCE_NOT_FOUND:
                     return False
-                raise _error(exc, f"ModifyInstanceAttribute {instance_id} {attribute}") from exc
+                raise catalogue_error(exc, doing) from exc
             except BotoCoreError as exc:
-                raise _error(exc, f"ModifyInstanceAttribute {instance_id} {attribute}") from exc
+                raise catalogue_error(exc, doing) from exc
         return True
 
     def _call(self, call: Callable[[], T], doing: str) -> T:
@@ -412,9 +412,9 @@ class TargetGroups:
         except ClientError as exc:
             if error_code(exc) == TARGET_GROUP_NOT_FOUND:
                 return []
-            raise _error(exc, f"DescribeTargetHealth {target_group_arn}") from exc
+            raise catalogue_error(exc, f"DescribeTargetHealth {target_group_arn}") from exc
         except BotoCoreError as exc:
-            raise _error(exc, f"DescribeTargetHealth {target_group_arn}") from exc
+            raise catalogue_error(exc, f"DescribeTargetHealth {target_group_arn}") from exc
         return sorted(
             int(health["Target"]["Port"])
             for health in response.get("TargetHealthDescriptions", [])
@@ -423,6 +423,7 @@ class TargetGroups:
         )
 
     def deregister(self, registration: Registration, instance_id: str) -> None:
+        doing = f"DeregisterTargets {registration.target_group_arn}"
         try:
             self._client.deregister_targets(
                 TargetGroupArn=registration.target_group_arn,
@@ -432,9 +433,9 @@ class TargetGroups:
             # Already gone from the group, or the group itself: nothing left to deregister.
             if error_code(exc) in (INVALID_TARGET, TARGET_GROUP_NOT_FOUND):
                 return
-            raise _error(exc, f"DeregisterTargets {registration.target_group_arn}") from exc
+            raise catalogue_error(exc, doing) from exc
         except BotoCoreError as exc:
-            raise _error(exc, f"DeregisterTargets {registration.target_group_arn}") from exc
+            raise catalogue_error(exc, doing) from exc
 
     def register(self, registration: Registration, instance_id: str) -> bool:
         """Register the instance back; False when the group is gone or refuses it as a target.
@@ -449,9 +450,9 @@ class TargetGroups:
         except ClientError as exc:
             if error_code(exc) in (TARGET_GROUP_NOT_FOUND, INVALID_TARGET):
                 return False
-            raise _error(exc, f"RegisterTargets {registration.target_group_arn}") from exc
+            raise catalogue_error(exc, f"RegisterTargets {registration.target_group_arn}") from exc
         except BotoCoreError as exc:
-            raise _error(exc, f"RegisterTargets {registration.target_group_arn}") from exc
+            raise catalogue_error(exc, f"RegisterTargets {registration.target_group_arn}") from exc
         return True
 
 
@@ -459,14 +460,7 @@ def _call(call: Callable[[], T], doing: str) -> T:
     try:
         return call()
     except (ClientError, BotoCoreError) as exc:
-        raise _error(exc, doing) from exc
-
-
-def _error(exc: ClientError | BotoCoreError, doing: str) -> Exception:
-    # Transient errors stay TransientAwsError for the state machine to retry; the rest are
-    # permanent failures of the action, as the catalogue names them.
-    error = aws_error(exc, doing)
-    return ActionFailedError(str(error)) if isinstance(error, MitigationError) else error
+        raise catalogue_error(exc, doing) from exc
 
 
 def _tags(tags: dict[str, str]) -> list[dict[str, str]]:

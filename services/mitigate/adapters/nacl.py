@@ -56,32 +56,36 @@ class Ec2NetworkAcls:
             for entry in nacl.get("Entries", [])
         ]
 
-    def create_deny(self, nacl_id: str, rule_number: int, cidr: str) -> None:
-        """Deny every protocol from a CIDR, inbound, at that rule number."""
+    def create_deny(
+        self, nacl_id: str, rule_number: int, cidr: str, *, egress: bool = False
+    ) -> None:
+        """Deny every protocol from (inbound) or to (egress) a CIDR, at that rule number."""
         address_key = "CidrBlock" if ipaddress.ip_network(cidr).version == 4 else "Ipv6CidrBlock"
+        direction = "outbound" if egress else "inbound"
+        doing = f"CreateNetworkAclEntry {nacl_id} {direction} {rule_number}"
         try:
             self._client.create_network_acl_entry(
                 NetworkAclId=nacl_id,
                 RuleNumber=rule_number,
                 Protocol="-1",
                 RuleAction="deny",
-                Egress=False,
+                Egress=egress,
                 **{address_key: cidr},
             )
         except ClientError as exc:
             code = error_code(exc)
             if code == ENTRY_EXISTS:
                 raise RuleNumberTakenError(
-                    f"network ACL {nacl_id} already has inbound rule {rule_number}"
+                    f"network ACL {nacl_id} already has {direction} rule {rule_number}"
                 ) from exc
             if code == NACL_NOT_FOUND:
                 raise TargetNotFoundError(f"network ACL {nacl_id} not found") from exc
-            raise aws_error(exc, f"CreateNetworkAclEntry {nacl_id} {rule_number}") from exc
+            raise aws_error(exc, doing) from exc
         except BotoCoreError as exc:
-            raise aws_error(exc, f"CreateNetworkAclEntry {nacl_id} {rule_number}") from exc
+            raise aws_error(exc, doing) from exc
 
     def delete_deny(self, nacl_id: str, rule_number: int, cidr: str) -> bool:
-        """Delete our deny entry; False when that rule no longer denies that CIDR.
+        """Delete our inbound deny entry; False when that rule no longer denies that CIDR.
 
         The entry is read first: a rule number freed by hand may since hold someone else's rule.
         """
@@ -91,53 +95,18 @@ class Ec2NetworkAcls:
             return False
         if not any(entry.rule_number == rule_number and entry.denies(cidr) for entry in entries):
             return False
+        return self.delete_entry(nacl_id, rule_number, egress=False)
 
-        try:
-            self._client.delete_network_acl_entry(
-                NetworkAclId=nacl_id, RuleNumber=rule_number, Egress=False
-            )
-        except ClientError as exc:
-            if error_code(exc) in (ENTRY_NOT_FOUND, NACL_NOT_FOUND):
-                return False
-            raise aws_error(exc, f"DeleteNetworkAclEntry {nacl_id} {rule_number}") from exc
-        except BotoCoreError as exc:
-            raise aws_error(exc, f"DeleteNetworkAclEntry {nacl_id} {rule_number}") from exc
-        return True
-
-    def create_egress_deny(self, nacl_id: str, rule_number: int, cidr: str) -> None:
-        """Deny every protocol to a CIDR, outbound, at that rule number."""
-        address_key = "CidrBlock" if ipaddress.ip_network(cidr).version == 4 else "Ipv6CidrBlock"
-        doing = f"CreateNetworkAclEntry {nacl_id} egress {rule_number}"
-        try:
-            self._client.create_network_acl_entry(
-                NetworkAclId=nacl_id,
-                RuleNumber=rule_number,
-                Protocol="-1",
-                RuleAction="deny",
-                Egress=True,
-                **{address_key: cidr},
-            )
-        except ClientError as exc:
-            code = error_code(exc)
-            if code == ENTRY_EXISTS:
-                raise RuleNumberTakenError(
-                    f"network ACL {nacl_id} already has outbound rule {rule_number}"
-                ) from exc
-            if code == NACL_NOT_FOUND:
-                raise TargetNotFoundError(f"network ACL {nacl_id} not found") from exc
-            raise aws_error(exc, doing) from exc
-        except BotoCoreError as exc:
-            raise aws_error(exc, doing) from exc
-
-    def delete_egress_entry(self, nacl_id: str, rule_number: int) -> bool:
-        """Delete an outbound entry by rule number; False when it or its network ACL is gone.
+    def delete_entry(self, nacl_id: str, rule_number: int, *, egress: bool) -> bool:
+        """Delete an entry by rule number; False when it or its network ACL is gone.
 
         The caller reads the entry first, to be sure the number still holds its own rule.
         """
-        doing = f"DeleteNetworkAclEntry {nacl_id} egress {rule_number}"
+        direction = "outbound" if egress else "inbound"
+        doing = f"DeleteNetworkAclEntry {nacl_id} {direction} {rule_number}"
         try:
             self._client.delete_network_acl_entry(
-                NetworkAclId=nacl_id, RuleNumber=rule_number, Egress=True
+                NetworkAclId=nacl_id, RuleNumber=rule_number, Egress=egress
             )
         except ClientError as exc:
             if error_code(exc) in (ENTRY_NOT_FOUND, NACL_NOT_FOUND):

@@ -6,9 +6,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cloud_sniper.domain.errors import TransientAwsError
-from services.mitigate.adapters._aws import aws_error, error_code
-from services.mitigate.catalogue import ActionFailedError, ActionTargetNotFoundError
+from services.mitigate.adapters._aws import catalogue_error, error_code
+from services.mitigate.catalogue import ActionTargetNotFoundError
 
 NO_SUCH_BUCKET = "NoSuchBucket"
 NO_BLOCK = "NoSuchPublicAccessBlockConfiguration"
@@ -71,5 +70,4 @@ def _error(exc: ClientError | BotoCoreError, bucket: str, operation: str) -> Exc
     # A missing bucket is the target not found; other permanent failures are ActionFailedError.
     if _code(exc) == NO_SUCH_BUCKET:
         return ActionTargetNotFoundError(f"bucket {bucket} not found")
-    error = aws_error(exc, f"{operation} {bucket}")
-    return error if isinstance(error, TransientAwsError) else ActionFailedError(str(error))
+    return catalogue_error(exc, f"{operation} {bucket}")

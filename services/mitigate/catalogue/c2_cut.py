@@ -310,7 +310,7 @@ def _deny_in(
         rule_number = egress_rule_number(rule_range, entries, nacl_id)
         try:
             with _catalogue_errors():
-                acls.create_egress_deny(nacl_id, rule_number, cidr)
+                acls.create_deny(nacl_id, rule_number, cidr, egress=True)
         except RuleNumberTakenError:
             # Another execution wrote that number between our read and our write: read again.
             logger.info("rule number taken", extra={"nacl_id": nacl_id, "rule": rule_number})
@@ -394,7 +394,7 @@ def _lift_address(state: dict[str, Any], clients: Clients) -> str:
             done.append(f"rule {rule_number} of {nacl_id} no longer denied {cidr}; left as it is")
             continue
         with _catalogue_errors():
-            removed = acls.delete_egress_entry(nacl_id, rule_number)
+            removed = acls.delete_entry(nacl_id, rule_number, egress=True)
         done.append(
             f"removed outbound rule {rule_number} denying {cidr} from {nacl_id}"
             if removed
