@@ -13,8 +13,9 @@ CDK = PATH="$(NODE_BIN):$$PATH" CDK_DISABLE_CLI_TELEMETRY=true node_modules/.bin
 run: setup
 	$(BIN)/cloud-sniper demo $(ARGS)
 
+# Two workers, one per core; a module's tests stay together, sharing its emulated account.
 test: setup
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n 2 --dist loadfile $(ARGS)
 
 setup: $(STAMP)
 

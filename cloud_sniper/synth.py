@@ -143,9 +143,13 @@ def _replace(outdir: Path, staging: Path) -> None:
 
 @contextmanager
 def _locked(outdir: Path) -> Iterator[None]:
-    """Serialize synths into one outdir across processes (tests and the local runtime)."""
+    """Serialize synths across processes (test workers and the local runtime).
+
+    One lock for every outdir: each synth stages the same Lambda bundles under .build first.
+    """
+    build.BUILD_DIR.mkdir(parents=True, exist_ok=True)
     outdir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = outdir.with_name(f".{outdir.name}.lock")
+    lock_path = build.BUILD_DIR / ".synth.lock"
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
