@@ -12,15 +12,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import TypeAdapter
 
 from services.mitigate.actions import Block, BlockStatus, RemovedReason, archived_block_id
-from services.mitigate.adapters._aws import aws_error, error_code
+from services.mitigate.adapters._aws import (
+    all_items,
+    aws_error,
+    conditional,
+    get_item,
+    put_unless_active,
+)
 from services.mitigate.waf_writer import BlockState
 
 # A removed block stays readable this long for reports, then DynamoDB's TTL deletes it. Active
 # blocks carry no TTL: deleting one before the expiry run lifted it would leave it in place.
 REMOVED_RETENTION = timedelta(days=90)
 TTL_ATTRIBUTE = "ttl"
-
-_CONDITION_FAILED = "ConditionalCheckFailedException"
 
 _TIME = TypeAdapter(datetime)
 
@@ -36,30 +40,19 @@ class DynamoBlockStore:
 
     def get(self, block_id: str) -> Block | None:
         """The block with that id, active or removed."""
-        try:
-            response = self._table.get_item(Key={"block_id": block_id}, ConsistentRead=True)
-        except (ClientError, BotoCoreError) as exc:
-            raise aws_error(exc, f"GetItem {block_id}") from exc
-        item = response.get("Item")
+        item = get_item(self._table, "block_id", block_id)
         return _block(item) if item else None
 
     def put_new(self, block: Block) -> bool:
         """Record a block; False when an active block with that id is already recorded."""
         item = block.model_dump(mode="json", exclude_none=True)
         item["expires_at_epoch"] = int(block.expires_at.timestamp())
-        return self._conditional(
-            f"PutItem {block.block_id}",
-            self._table.put_item,
-            Item=item,
-            ConditionExpression="attribute_not_exists(block_id) OR #status <> :active",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={":active": BlockStatus.ACTIVE.value},
-        )
+        return put_unless_active(self._table, "block_id", item, BlockStatus.ACTIVE.value)
 
     def renew(self, block_id: str, expires_at: datetime, set_by: str, at: datetime) -> bool:
         """Move an active block's expiry later; False when it is not active or already as late."""
         epoch = int(expires_at.timestamp())
-        return self._conditional(
+        return conditional(
             f"UpdateItem {block_id}",
             self._table.update_item,
             Key={"block_id": block_id},
@@ -93,7 +86,7 @@ class DynamoBlockStore:
 
     def discard(self, block: Block) -> bool:
         """Forget a block just recorded whose change never reached the WAF writer."""
-        return self._conditional(
+        return conditional(
             f"DeleteItem {block.block_id}",
             self._table.delete_item,
             Key={"block_id": block.block_id},
@@ -134,7 +127,7 @@ class DynamoBlockStore:
 
     def mark_written(self, block_id: str, at: datetime) -> bool:
         """Note that an active block's address is in its IP set; False when it is not active."""
-        return self._conditional(
+        return conditional(
             f"UpdateItem {block_id}",
             self._table.update_item,
             Key={"block_id": block_id},
@@ -179,7 +172,7 @@ class DynamoBlockStore:
             if value is not None:
                 update += f", {name} = :{name}"
                 values[f":{name}"] = value
-        return self._conditional(
+        return conditional(
             f"UpdateItem {block_id}",
             self._table.update_item,
             Key={"block_id": block_id},
@@ -189,32 +182,11 @@ class DynamoBlockStore:
             ExpressionAttributeValues=values,
         )
 
-    def _conditional(self, doing: str, write: Any, **request: Any) -> bool:
-        """Make a conditional write; False when its condition does not hold."""
-        try:
-            write(**request)
-        except ClientError as exc:
-            if error_code(exc) == _CONDITION_FAILED:
-                return False
-            raise aws_error(exc, doing) from exc
-        except BotoCoreError as exc:
-            raise aws_error(exc, doing) from exc
-        return True
-
     def _scan(self, condition: Any) -> list[Block]:
         params: dict[str, Any] = {"ConsistentRead": True}
         if condition is not None:
             params["FilterExpression"] = condition
-        blocks = []
-        while True:
-            try:
-                page = self._table.scan(**params)
-            except (ClientError, BotoCoreError) as exc:
-                raise aws_error(exc, "Scan blocks") from exc
-            blocks.extend(_block(item) for item in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return blocks
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [_block(item) for item in all_items(self._table, "scan", params, "Scan blocks")]
 
 
 def _json_time(moment: datetime) -> str:

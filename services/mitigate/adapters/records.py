@@ -9,10 +9,8 @@ from boto3.dynamodb.conditions import Key
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloud_sniper.domain import naming
-from services.mitigate.adapters._aws import aws_error, error_code
+from services.mitigate.adapters._aws import all_items, aws_error, get_item, put_unless_active
 from services.mitigate.catalogue import ActionRecord, RecordStatus
-
-_CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 class DynamoRecordStore:
@@ -22,29 +20,12 @@ class DynamoRecordStore:
         self._table = table
 
     def get(self, record_id: str) -> ActionRecord | None:
-        try:
-            response = self._table.get_item(Key={"record_id": record_id}, ConsistentRead=True)
-        except (ClientError, BotoCoreError) as exc:
-            raise aws_error(exc, f"GetItem {record_id}") from exc
-        item = response.get("Item")
+        item = get_item(self._table, "record_id", record_id)
         return _record(item) if item else None
 
     def put_new(self, record: ActionRecord) -> bool:
         """Record an action; False when one in force is already recorded for that target."""
-        try:
-            self._table.put_item(
-                Item=_item(record),
-                ConditionExpression="attribute_not_exists(record_id) OR #status <> :active",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":active": RecordStatus.ACTIVE.value},
-            )
-        except ClientError as exc:
-            if error_code(exc) == _CONDITION_FAILED:
-                return False
-            raise aws_error(exc, f"PutItem {record.record_id}") from exc
-        except BotoCoreError as exc:
-            raise aws_error(exc, f"PutItem {record.record_id}") from exc
-        return True
+        return put_unless_active(self._table, "record_id", _item(record), RecordStatus.ACTIVE.value)
 
     def save(self, record: ActionRecord) -> None:
         """Write the record as it is now (undone, verified again)."""
@@ -65,16 +46,9 @@ class DynamoRecordStore:
         return self._pages("scan", {})
 
     def _pages(self, operation: str, params: dict[str, Any]) -> list[ActionRecord]:
-        records: list[ActionRecord] = []
-        while True:
-            try:
-                page = getattr(self._table, operation)(**params)
-            except (ClientError, BotoCoreError) as exc:
-                raise aws_error(exc, f"{operation} {naming.ACTIONS_TABLE}") from exc
-            records += [_record(item) for item in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return sorted(records, key=lambda record: (record.applied_at, record.record_id))
-            params = {**params, "ExclusiveStartKey": page["LastEvaluatedKey"]}
+        items = all_items(self._table, operation, params, f"{operation} {naming.ACTIONS_TABLE}")
+        records = [_record(item) for item in items]
+        return sorted(records, key=lambda record: (record.applied_at, record.record_id))
 
 
 def _item(record: ActionRecord) -> dict[str, Any]:
