@@ -11,6 +11,8 @@ import os
 import aws_cdk as cdk
 
 from stacks import config
+from stacks.approvals import ApprovalsStack
+from stacks.beacons import BeaconsStack
 from stacks.data import DataStack
 from stacks.decide import DecideStack
 from stacks.enrich import EnrichStack
@@ -27,6 +29,8 @@ _SERVICE_STACKS = {
     config.DECIDE_STACK: DecideStack,
     config.MITIGATE_STACK: MitigateStack,
     config.REPORT_STACK: ReportStack,
+    config.APPROVALS_STACK: ApprovalsStack,
+    config.BEACONS_STACK: BeaconsStack,
 }
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from bench import ROOT
 from bench.pipeline import DEFAULT_FINDINGS, MAX_FINDINGS
 
-SECTIONS = ("imports", "normalize", "policy", "pipeline")
+SECTIONS = ("imports", "normalize", "policy", "pipeline", "beacons")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +54,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help=f"findings to send through the local pipeline (default: {DEFAULT_FINDINGS})",
     )
+    parser.add_argument(
+        "--beacon-records",
+        type=_record_counts,
+        default=None,
+        metavar="SIZES",
+        help="comma-separated sizes of the beacon scan's generated sets (default: 10M,100M)",
+    )
+    parser.add_argument(
+        "--beacon-formats",
+        type=_beacon_formats,
+        default=None,
+        metavar="FORMATS",
+        help="comma-separated formats of the beacon scan's sets (default: v2-gz,parquet)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     return parser.parse_args(argv)
 
@@ -85,6 +99,12 @@ def _section(name: str, args: argparse.Namespace) -> tuple[Callable[[], dict], C
         from bench import domain
 
         return domain.run_policy, domain.show_policy
+    if name == "beacons":
+        from bench import beacons
+
+        sizes = args.beacon_records or beacons.DEFAULT_SIZES
+        formats = args.beacon_formats or beacons.DEFAULT_FORMATS
+        return (lambda: beacons.run(sizes, formats)), beacons.show
     from bench import pipeline
 
     return (lambda: pipeline.run(args.findings)), pipeline.show
@@ -130,6 +150,28 @@ def _findings(value: str) -> int:
     if not 1 <= number <= MAX_FINDINGS:
         raise argparse.ArgumentTypeError(f"a whole number from 1 to {MAX_FINDINGS} (got {value!r})")
     return number
+
+
+def _record_counts(value: str) -> tuple[int, ...]:
+    from cloud_sniper.beacons.generate_command import record_count
+
+    try:
+        sizes = tuple(record_count(part) for part in value.split(",") if part.strip())
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} in {value!r}") from exc
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"no size in {value!r} (10M,100M)")
+    return sizes
+
+
+def _beacon_formats(value: str) -> tuple[str, ...]:
+    from cloud_sniper.beacons.synthetic import FORMATS
+
+    names = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(FORMATS)} (got {value!r})")
+    return names
 
 
 if __name__ == "__main__":

@@ -1,240 +1,154 @@
-"""Approvals as a person sees them: list the waiting ones, approve or deny, resume the execution.
+"""The approvals API as a person's tools call it: requests signed with SigV4, answers as JSON.
 
-Runs outside Lambda (the CLI). Every function takes a boto3 Session, or anything with a
-`client(service_name)` method, and uses only its DynamoDB and Step Functions clients.
+Runs outside Lambda (the CLI, the local demo, the tests). The service behind the API
+(services/approvals) records who answered and resumes the waiting execution; this side only
+finds the API, signs each request with the caller's credentials and reads the answer.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
-from boto3.dynamodb.types import TypeDeserializer
-from botocore.exceptions import ClientError
-from pydantic import ValidationError
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials, ReadOnlyCredentials
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.httpsession import URLLib3Session
 
 from cloud_sniper.domain import naming
-from cloud_sniper.domain.approvals import ApprovalRecord
-from cloud_sniper.domain.models import Approval, ApprovalStatus
 
-# What Step Functions answers when the task no longer waits: its timeout passed, or the
-# execution ended (stopped, or timed out and moved on).
-GONE_ERRORS = frozenset({"TaskTimedOut", "TaskDoesNotExist"})
-
-_STATUS = {"#status": "status"}
+SERVICE = "execute-api"
+# https://<api id>.execute-api.<region>.amazonaws.com/<stage>/
+_API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
 
 class ApprovalError(Exception):
-    """An approval cannot be read or answered; the message names it and says why."""
+    """The API refused or could not be reached: the message says why, `status` the HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def list_approvals(
-    session: Any,
-    status: ApprovalStatus | str | None = None,
-    *,
-    table_name: str = naming.APPROVALS_TABLE,
-) -> list[ApprovalRecord]:
-    """The approvals, oldest request first; only those with this status when one is given."""
-    arguments: dict[str, Any] = {"TableName": table_name}
-    if status is not None:
-        arguments.update(
-            FilterExpression="#status = :status",
-            ExpressionAttributeNames=_STATUS,
-            ExpressionAttributeValues={":status": {"S": ApprovalStatus(status).value}},
-        )
-    pages = session.client("dynamodb").get_paginator("scan").paginate(**arguments)
-    records = [_record(item) for page in pages for item in page.get("Items", [])]
-    return sorted(records, key=lambda record: record.requested_at)
+@dataclass(frozen=True)
+class ApprovalsApi:
+    """The approvals API at one URL, called with one principal's credentials."""
 
+    url: str
+    credentials: Credentials | ReadOnlyCredentials
+    region: str
+    timeout: float = 30.0
 
-def get_approval(
-    session: Any, approval_id: str, *, table_name: str = naming.APPROVALS_TABLE
-) -> ApprovalRecord:
-    """One approval by id."""
-    return _get(session.client("dynamodb"), table_name, approval_id)
+    def list(self, status: str = "pending") -> list[dict[str, Any]]:
+        """The approvals with this status (pending, approved, denied, timed_out or all)."""
+        return self.send("GET", "approvals", query={"status": status})["approvals"]
 
+    def get(self, approval_id: str) -> dict[str, Any]:
+        """One approval, with its request and its answer."""
+        return self.send("GET", f"approvals/{quote(approval_id, safe='')}")
 
-def answer(
-    session: Any,
-    approval_id: str,
-    approve: bool,
-    reason: str,
-    approver: str,
-    *,
-    table_name: str = naming.APPROVALS_TABLE,
-    now: datetime | None = None,
-) -> Approval:
-    """Approve or deny a pending approval and resume the execution that waits for it.
+    def approve(self, approval_id: str, reason: str) -> dict[str, Any]:
+        """Approve; the execution resumes and acts. Returns the answered approval."""
+        return self._answer(approval_id, "approve", reason)
 
-    A denial resumes the execution too: it reports the denial instead of acting.
-    """
-    reason, approver = reason.strip(), approver.strip()
-    if not reason:
-        raise ApprovalError(f"approval {approval_id}: a reason is required")
-    if not approver:
-        raise ApprovalError(f"approval {approval_id}: the approver is unknown")
-    dynamodb = session.client("dynamodb")
-    sfn = session.client("stepfunctions")
-    now = now or datetime.now(UTC)
+    def deny(self, approval_id: str, reason: str) -> dict[str, Any]:
+        """Deny; the execution resumes and reports the denial. Returns the answered approval."""
+        return self._answer(approval_id, "deny", reason)
 
-    record = _get(dynamodb, table_name, approval_id)
-    if record.status != ApprovalStatus.PENDING:
-        raise ApprovalError(_not_pending(record))
-    if now >= record.expires_at:
-        _set_timed_out(dynamodb, table_name, record, ApprovalStatus.PENDING)
-        raise ApprovalError(f"approval {approval_id} expired at {_when(record.expires_at)}")
+    def _answer(self, approval_id: str, verdict: str, reason: str) -> dict[str, Any]:
+        path = f"approvals/{quote(approval_id, safe='')}/{verdict}"
+        return self.send("POST", path, body={"reason": reason})
 
-    answered = record.model_copy(
-        update={
-            "status": ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED,
-            "approver": approver,
-            "reason": reason,
-            "answered_at": now,
-        }
-    )
-    _record_answer(dynamodb, table_name, answered)
-
-    approval = answered.approval()
-    try:
-        sfn.send_task_success(taskToken=record.token, output=approval.model_dump_json())
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in GONE_ERRORS:
-            _set_timed_out(dynamodb, table_name, record, answered.status)
+    def send(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
+        """Sign one request with SigV4 for execute-api, send it, and read its JSON answer."""
+        request = self.signed(method, path, query, body)
+        try:
+            response = URLLib3Session(timeout=self.timeout).send(request.prepare())
+        except BotoCoreError as exc:
             raise ApprovalError(
-                f"approval {approval_id} expired at {_when(record.expires_at)}: "
-                "its execution no longer waits for an answer"
+                f"the approvals API at {self.url} cannot be reached: {exc}"
             ) from exc
-        _undo_answer(dynamodb, table_name, answered)
+
+        text = response.content.decode("utf-8", "replace")
+        try:
+            document = json.loads(text) if text else {}
+        except ValueError:
+            document = {"message": text[:300]}
+        if response.status_code >= 400:
+            message = document.get("message") if isinstance(document, dict) else None
+            raise ApprovalError(
+                message or f"the approvals API answered {response.status_code}",
+                response.status_code,
+            )
+        return document
+
+    def signed(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> AWSRequest:
+        """The request as it is sent: its Authorization header signs it for this principal."""
+        url = self.url.rstrip("/") + "/" + path.lstrip("/")
+        if query:
+            url += "?" + urlencode(query)
+        data = json.dumps(body).encode() if body is not None else b""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = AWSRequest(method=method, url=url, data=data, headers=headers)
+        SigV4Auth(self.credentials, SERVICE, self.region).add_auth(request)
+        return request
+
+
+def local_api(clients: Callable[[str], Any]) -> ApprovalsApi:
+    """The local account's approvals API, by its stack's output, signed as the local caller."""
+    from cloud_sniper.local.runtime import LOCAL_CREDENTIALS, REGION
+
+    url = api_url_from_stack(clients("cloudformation"))
+    credentials = Credentials(
+        LOCAL_CREDENTIALS["aws_access_key_id"], LOCAL_CREDENTIALS["aws_secret_access_key"]
+    )
+    return ApprovalsApi(url, credentials, REGION)
+
+
+def api_url_from_stack(cloudformation: Any, stack_name: str = naming.APPROVALS_API_STACK) -> str:
+    """The approvals API's URL, as its stack's output holds it."""
+    try:
+        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as exc:
         message = exc.response.get("Error", {}).get("Message", "")
         raise ApprovalError(
-            f"approval {approval_id}: Step Functions refused the answer ({code}: {message}); "
-            "it is still pending"
+            f"stack {stack_name} cannot be read ({message}): deploy it "
+            f"(`cdk deploy {naming.APPROVALS_API_STACK}`), or give the URL with --api-url"
         ) from exc
-    return approval
-
-
-def _get(dynamodb: Any, table_name: str, approval_id: str) -> ApprovalRecord:
-    response = dynamodb.get_item(
-        TableName=table_name, Key={"approval_id": {"S": approval_id}}, ConsistentRead=True
-    )
-    if "Item" not in response:
-        raise ApprovalError(f"approval {approval_id} does not exist")
-    return _record(response["Item"])
-
-
-def _record(item: dict[str, Any]) -> ApprovalRecord:
-    deserializer = TypeDeserializer()
-    document = _plain({key: deserializer.deserialize(value) for key, value in item.items()})
-    try:
-        return ApprovalRecord.model_validate(document)
-    except ValidationError as exc:
-        name = document.get("approval_id", "?")
-        raise ApprovalError(f"approval {name} cannot be read: {exc}") from exc
-
-
-def _plain(value: Any) -> Any:
-    """DynamoDB's numbers and sets as JSON's."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | set):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _not_pending(record: ApprovalRecord) -> str:
-    if record.status == ApprovalStatus.TIMED_OUT:
-        return f"approval {record.approval_id} expired at {_when(record.expires_at)}"
-    by = f" by {record.approver}" if record.approver else ""
-    at = f" at {_when(record.answered_at)}" if record.answered_at else ""
-    return f"approval {record.approval_id} was already answered: {record.status}{by}{at}"
-
-
-def _record_answer(dynamodb: Any, table_name: str, answered: ApprovalRecord) -> None:
-    """Store the answer, only if the approval is still pending: the first answer wins.
-
-    A retried request replaces the task token of a pending approval; an answer read with the
-    old token would go to a task that no longer waits, so it is refused too.
-    """
-    try:
-        dynamodb.update_item(
-            TableName=table_name,
-            Key={"approval_id": {"S": answered.approval_id}},
-            UpdateExpression=(
-                "SET #status = :status, approver = :approver, reason = :reason, "
-                "answered_at = :answered_at"
-            ),
-            ConditionExpression="#status = :pending AND #token = :token",
-            ExpressionAttributeNames={**_STATUS, "#token": "token"},
-            ExpressionAttributeValues={
-                ":status": {"S": answered.status.value},
-                ":approver": {"S": answered.approver or ""},
-                ":reason": {"S": answered.reason or ""},
-                ":answered_at": {"S": answered.model_dump(mode="json")["answered_at"]},
-                ":pending": {"S": ApprovalStatus.PENDING.value},
-                ":token": {"S": answered.token},
-            },
+    except BotoCoreError as exc:
+        raise ApprovalError(f"stack {stack_name} cannot be read: {exc}") from exc
+    outputs = {
+        output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs", [])
+    }
+    url = outputs.get(naming.APPROVALS_API_URL_OUTPUT)
+    if not url:
+        raise ApprovalError(
+            f"stack {stack_name} has no output {naming.APPROVALS_API_URL_OUTPUT}: is it the "
+            "approvals stack?"
         )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-            raise
-        current = _get(dynamodb, table_name, answered.approval_id)
-        if current.status == ApprovalStatus.PENDING:
-            raise ApprovalError(
-                f"approval {answered.approval_id} was requested again meanwhile; "
-                "nothing was recorded, answer it again"
-            ) from exc
-        raise ApprovalError(_not_pending(current)) from exc
+    return url
 
 
-def _undo_answer(dynamodb: Any, table_name: str, answered: ApprovalRecord) -> None:
-    """Make the approval pending again after Step Functions refused the answer."""
-    _set_status(
-        dynamodb,
-        table_name,
-        answered.approval_id,
-        ApprovalStatus.PENDING,
-        expected=answered.status,
-    )
-
-
-def _set_timed_out(
-    dynamodb: Any, table_name: str, record: ApprovalRecord, expected: ApprovalStatus
-) -> None:
-    _set_status(
-        dynamodb, table_name, record.approval_id, ApprovalStatus.TIMED_OUT, expected=expected
-    )
-
-
-def _set_status(
-    dynamodb: Any,
-    table_name: str,
-    approval_id: str,
-    status: ApprovalStatus,
-    expected: ApprovalStatus,
-) -> None:
-    """Move an approval from one status to another, forgetting any answer it held."""
-    try:
-        dynamodb.update_item(
-            TableName=table_name,
-            Key={"approval_id": {"S": approval_id}},
-            UpdateExpression="SET #status = :status REMOVE approver, reason, answered_at",
-            ConditionExpression="#status = :expected",
-            ExpressionAttributeNames=_STATUS,
-            ExpressionAttributeValues={
-                ":status": {"S": status.value},
-                ":expected": {"S": expected.value},
-            },
-        )
-    except ClientError as exc:
-        # Someone else moved it first (the report marking a timeout, another answer): theirs
-        # stands.
-        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-            raise
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.isoformat(timespec="seconds") if moment else "an unknown time"
+def region_of(url: str) -> str | None:
+    """The region in an API Gateway URL's host, if the URL is one."""
+    match = _API_HOST.match(urlsplit(url).hostname or "")
+    return match["region"] if match else None

@@ -18,8 +18,20 @@ BUILD_DIR = ROOT / ".build"
 # The Lambda platform the layer is built for; the functions' runtime and architecture match.
 LAYER_PLATFORM = ("manylinux2014_x86_64", "cp", "3.12")
 # boto3 is in the Lambda runtime; these are what the services import besides.
-LAYER_DISTRIBUTIONS = ("aws-lambda-powertools", "pydantic")
+# jinja2 and pygal render the summary page and its charts (services/report/summary_render.py).
+LAYER_DISTRIBUTIONS = ("aws-lambda-powertools", "pydantic", "jinja2", "pygal", "thehive4py")
 POLICY_IN_BUNDLE = Path("cloud_sniper/data/policy.json")
+# Modules a service ships beside the domain. The beacon scan scores in Lambda with the beacon
+# analysis's models and scoring, never its DuckDB engine or its generator (no DuckDB, no numpy).
+SERVICE_MODULES = {
+    "beacons": (
+        "cloud_sniper/beacons/__init__.py",
+        "cloud_sniper/beacons/analysis.py",
+        "cloud_sniper/beacons/findings.py",
+        "cloud_sniper/beacons/models.py",
+        "cloud_sniper/beacons/scoring.py",
+    ),
+}
 
 _SKIPPED_DIRS = {"__pycache__"}
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
@@ -42,6 +54,8 @@ def bundle_sources(service: str, root: Path = ROOT) -> dict[str, Path]:
     for top in ("cloud_sniper/domain", "cloud_sniper/data", f"services/{service}"):
         for source in walk_sources(root / top):
             files[source.relative_to(root).as_posix()] = source
+    for relative in SERVICE_MODULES.get(service, ()):
+        files[relative] = root / relative
     return files
 
 

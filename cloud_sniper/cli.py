@@ -231,19 +231,17 @@ def _process(
 
 
 def _answer_all(clients: Callable[[str], Any], waiting: list[Any], approve: bool) -> None:
-    from cloud_sniper.approvals import answer
-    from cloud_sniper.local.runtime import REGION
+    """Answer the run's approvals through the local approvals API, as a person would."""
+    from cloud_sniper.approvals import ApprovalError
 
-    session = EndpointSession(clients, REGION)
+    api = _local_approvals_api(clients)
     verdict = "approved" if approve else "denied"
     for result in waiting:
-        answer(
-            session,
-            result.approval_id,
-            approve=approve,
-            reason=f"{verdict} by `cloud-sniper demo --approve`",
-            approver=_approver(session),
-        )
+        send = api.approve if approve else api.deny
+        try:
+            send(result.approval_id, reason=f"{verdict} by `cloud-sniper demo --approve`")
+        except ApprovalError as exc:
+            raise CliError(str(exc)) from exc
 
 
 def _approver(session: Any) -> str:
@@ -253,47 +251,129 @@ def _approver(session: Any) -> str:
         return f"local:{getpass.getuser()}"
 
 
-def _approvals_list(args: argparse.Namespace) -> int:
-    from cloud_sniper.approvals import list_approvals
+def _local_approvals_api(clients: Callable[[str], Any]) -> Any:
+    from cloud_sniper.approvals import ApprovalError, local_api
 
-    approvals = list_approvals(_session(args), status=None if args.all else "pending")
+    try:
+        return local_api(clients)
+    except ApprovalError as exc:
+        raise CliError(f"the local account has no approvals API: {exc}") from exc
+
+
+def _approvals_api(args: argparse.Namespace) -> Any:
+    """The approvals API of a deployment (by profile, region, stack or URL), else the local one."""
+    if not (args.profile or args.region or args.stack or args.api_url):
+        return _local_approvals_api(_session(args).client)
+
+    import boto3
+    from botocore.exceptions import BotoCoreError
+
+    from cloud_sniper.approvals import ApprovalError, ApprovalsApi, api_url_from_stack, region_of
+
+    try:
+        session = boto3.Session(profile_name=args.profile, region_name=args.region)
+        credentials = session.get_credentials()
+        if credentials is None:
+            raise CliError(
+                "no AWS credentials to sign the request with: pass --profile, or set them as "
+                "the AWS CLI reads them"
+            )
+        url = args.api_url or api_url_from_stack(
+            session.client("cloudformation"), args.stack or naming.APPROVALS_API_STACK
+        )
+        frozen = credentials.get_frozen_credentials()
+    except ApprovalError as exc:
+        raise CliError(str(exc)) from exc
+    except BotoCoreError as exc:
+        raise CliError(f"cannot reach the AWS account: {exc}") from exc
+    # A request is signed for the API's own region: the one in its URL, if the URL says.
+    region = args.region or region_of(url) or session.region_name
+    if not region:
+        raise CliError(f"the region of {url} is unknown: pass --region")
+    return ApprovalsApi(url, frozen, region)
+
+
+@contextmanager
+def _approval_errors() -> Iterator[None]:
+    from cloud_sniper.approvals import ApprovalError
+
+    try:
+        yield
+    except ApprovalError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _approvals_list(args: argparse.Namespace) -> int:
+    status = "all" if args.all else args.status
+    with _approval_errors():
+        approvals = _approvals_api(args).list(status)
     if args.json:
-        print(json.dumps([_jsonable(item) for item in approvals], indent=2, default=str))
+        print(json.dumps(approvals, indent=2))
         return EXIT_OK
     rows = [
         (
             _get(item, "approval_id"),
             _get(item, "status"),
-            _get(item, "finding", "type") or _get(item, "finding_type"),
+            _get(item, "finding", "type"),
             ", ".join(_action_text(action) for action in _get(item, "actions") or []),
             _get(item, "expires_at"),
+            _get(item, "approver"),
         )
         for item in approvals
     ]
-    _table(("approval", "status", "finding type", "planned actions", "expires"), rows)
+    _table(("approval", "status", "finding type", "planned actions", "expires", "by"), rows)
     if not rows:
-        print("no approvals waiting" if not args.all else "no approvals")
+        print("no approvals waiting" if status == "pending" else f"no approvals ({status})")
     return EXIT_OK
 
 
-def _approvals_answer(args: argparse.Namespace, approve: bool) -> int:
-    from cloud_sniper.approvals import ApprovalError, answer
-
-    session = _session(args)
-    try:
-        approval = answer(
-            session,
-            args.approval_id,
-            approve=approve,
-            reason=args.reason,
-            approver=_approver(session),
-        )
-    except ApprovalError as exc:
-        raise CliError(str(exc)) from exc
-    verdict = "approved" if approve else "denied"
-    print(f"{args.approval_id} {verdict}; the execution resumes")
+def _approvals_show(args: argparse.Namespace) -> int:
+    with _approval_errors():
+        approval = _approvals_api(args).get(args.approval_id)
     if args.json:
-        print(json.dumps(_jsonable(approval), indent=2, default=str))
+        print(json.dumps(approval, indent=2))
+        return EXIT_OK
+    print("\n".join(approval_lines(approval)))
+    return EXIT_OK
+
+
+def approval_lines(approval: dict[str, Any]) -> list[str]:
+    """An approval as `approvals show` prints it: the request, then its answer."""
+    finding = approval.get("finding") or {}
+    lines = [
+        f"{approval.get('approval_id')}: {approval.get('status')}",
+        f"  finding:    {finding.get('type')}, severity {finding.get('severity')}"
+        f" ({finding.get('severity_label')})",
+        f"  account:    {finding.get('account_id')} in {finding.get('region')}",
+        f"  incident:   {approval.get('incident_id')} (execution {approval.get('execution_name')})",
+        f"  decision:   {approval.get('decision_reason')}",
+        "  actions:    "
+        + (", ".join(_action_text(action) for action in approval.get("actions") or []) or "-"),
+    ]
+    lines += [
+        f"  refused:    {refusal.get('kind')} {refusal.get('target')}: {refusal.get('reason')}"
+        for refusal in approval.get("refusals") or []
+    ]
+    lines += [
+        f"  requested:  {approval.get('requested_at')}",
+        f"  expires:    {approval.get('expires_at')}",
+    ]
+    if approval.get("answered_at"):
+        lines += [
+            f"  answered:   {approval.get('answered_at')} by {approval.get('approver')}",
+            f"  why:        {approval.get('reason')}",
+        ]
+    return lines
+
+
+def _approvals_answer(args: argparse.Namespace, approve: bool) -> int:
+    with _approval_errors():
+        api = _approvals_api(args)
+        approval = (api.approve if approve else api.deny)(args.approval_id, args.reason)
+    verdict = "approved" if approve else "denied"
+    print(f"{args.approval_id} {verdict} by {approval.get('approver')}; the execution resumes")
+    if args.json:
+        print(json.dumps(approval, indent=2))
     return EXIT_OK
 
 
@@ -471,6 +551,60 @@ def _release(args: argparse.Namespace) -> int:
             f"released {args.instance_id} (isolated by {record.incident_id}): {record.verification}"
         )
     return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from cloud_sniper.domain.errors import TransientAwsError
+    from services.report import summary, summary_handler, summary_render
+
+    now = datetime.now(UTC)
+    try:
+        since = summary.period_bound(args.since, now, "--since")
+        until = summary.period_bound(args.until, now, "--until") if args.until else now
+        span = summary.period(since, until)
+    except summary.SummaryError as exc:
+        raise _UsageError(str(exc)) from exc
+
+    session = _session(args)
+    try:
+        result = summary_handler.summarize(
+            summary_handler.SummarySources.from_session(session), span, now
+        )
+    except TransientAwsError as exc:
+        raise CliError(f"{exc}; try again") from exc
+    except (ClientError, BotoCoreError) as exc:
+        raise CliError(f"cannot read the incidents, blocks and actions tables: {exc}") from exc
+
+    formats = args.formats or list(summary_render.FORMATS)
+    for path in summary_render.write_files(result, Path(args.out), dict.fromkeys(formats)):
+        print(f"wrote {path}")
+    for line in summary_headline(result):
+        print(line)
+    return EXIT_OK
+
+
+def summary_headline(result: Any) -> list[str]:
+    """The few figures `cloud-sniper report` prints after the files it wrote."""
+    from services.report import summary_render
+
+    figures = dict(summary_render.headline(result))
+    lines = [
+        f"{summary_render.period_text(result)}: {figures['Incidents']} incident(s), "
+        f"{figures['Mitigated']} mitigated, {figures['Denied or timed out']} denied or timed "
+        f"out, {figures['Failed']} failed",
+        f"time to mitigation: median {figures['Median time to mitigation']}, "
+        f"p95 {figures['p95 time to mitigation']}",
+    ]
+    if result.by_family:
+        top = result.by_family[0]
+        lines.append(f"most frequent family: {top.name} ({top.count})")
+    if result.unreadable:
+        lines.append(f"{result.unreadable} record(s) could not be read: see the report")
+    return lines
 
 
 def _ports(args: argparse.Namespace, session: Any = None) -> Any:
@@ -876,17 +1010,42 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--region", help="AWS region of a deployed stack")
         command.add_argument("--json", action="store_true", help="print JSON")
 
-    approvals = commands.add_parser("approvals", help="list and answer approvals")
+    def api_options(command: argparse.ArgumentParser) -> None:
+        account_options(command)
+        command.add_argument(
+            "--stack",
+            help=f"the approvals stack whose output gives the API's URL "
+            f"(default {naming.APPROVALS_API_STACK})",
+        )
+        command.add_argument("--api-url", help="the approvals API's URL, instead of the stack's")
+
+    approvals = commands.add_parser(
+        "approvals",
+        help="list and answer approvals",
+        description="List, show and answer approvals through the approvals API: the local "
+        "server's by default; a deployment's with --profile, --region, --stack or --api-url. "
+        "Requests are signed with SigV4; the approver recorded is the principal that signs.",
+    )
     approval_commands = approvals.add_subparsers(title="approvals commands", required=True)
     listing = approval_commands.add_parser("list", help="approvals waiting for an answer")
-    listing.add_argument("--all", action="store_true", help="answered ones too")
-    account_options(listing)
+    listing.add_argument(
+        "--status",
+        choices=("pending", "approved", "denied", "timed_out", "all"),
+        default="pending",
+        help="the approvals with this status (default pending)",
+    )
+    listing.add_argument("--all", action="store_true", help="every approval, as --status all")
+    api_options(listing)
     listing.set_defaults(command_function=_approvals_list)
+    show = approval_commands.add_parser("show", help="one approval: its request and its answer")
+    show.add_argument("approval_id", metavar="ID")
+    api_options(show)
+    show.set_defaults(command_function=_approvals_show)
     for verb, approve in (("approve", True), ("deny", False)):
         command = approval_commands.add_parser(verb, help=f"{verb} a waiting action")
         command.add_argument("approval_id", metavar="ID")
         command.add_argument("--reason", required=True, help="why, for the incident record")
-        account_options(command)
+        api_options(command)
         command.set_defaults(
             command_function=lambda args, approve=approve: _approvals_answer(args, approve)
         )
@@ -960,6 +1119,27 @@ def _parser() -> argparse.ArgumentParser:
     account_options(release)
     release.set_defaults(command_function=_release)
 
+    report = commands.add_parser(
+        "report",
+        help="the summary of a period: counts, top indicators, time to mitigation, CSF functions",
+        description="Summarize the incidents reported in a period, and the blocks and actions "
+        "undone in it, as an HTML page with charts, a Markdown report and a JSON document. "
+        "A bound is a time ago (30m, 12h, 7d, 2w) or an ISO date or time (UTC if no zone).",
+    )
+    report.add_argument("--since", default="7d", help="start of the period (default 7d ago)")
+    report.add_argument("--until", help="end of the period (default now)")
+    report.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=("html", "markdown", "json"),
+        help="write this format; repeat for several (default: all three)",
+    )
+    report.add_argument("--out", default="out", help="folder for the files (default ./out)")
+    report.add_argument("--profile", help="AWS profile of a deployed stack (default: local)")
+    report.add_argument("--region", help="AWS region of a deployed stack")
+    report.set_defaults(command_function=_report)
+
     local = commands.add_parser("local", help="the local server: an emulated account on loopback")
     local_commands = local.add_subparsers(title="local commands", required=True)
     for name, function, text in (
@@ -1011,6 +1191,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     account_options(show)
     show.set_defaults(command_function=_policy_show)
+
+    from cloud_sniper.beacons.command import add_to as add_beacons_commands
+
+    add_beacons_commands(commands)
     return parser
 
 

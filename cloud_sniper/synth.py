@@ -32,6 +32,8 @@ _INPUTS = (
     "cloud_sniper/build.py",
     "cloud_sniper/domain",
     "cloud_sniper/data",
+    # The beacon analysis's modules the beacons bundle ships (build.SERVICE_MODULES).
+    "cloud_sniper/beacons",
 )
 _ENVIRONMENT = ("CDK_DEFAULT_ACCOUNT", "CDK_DEFAULT_REGION")
 _LIBRARIES = ("aws-cdk-lib", "cdk-nag", "constructs")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aws_cdk import Duration
 from aws_cdk import aws_logs as logs
 
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.nacl_rules import RuleRange
+from services.approvals.access import check_role_pattern
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +26,19 @@ DECIDE_STACK = "CloudSniper-Decide"
 MITIGATE_STACK = "CloudSniper-Mitigate"
 REPORT_STACK = "CloudSniper-Report"
 PIPELINE_STACK = "CloudSniper-Pipeline"
-SERVICE_STACKS = (INGEST_STACK, ENRICH_STACK, DECIDE_STACK, MITIGATE_STACK, REPORT_STACK)
+# The approvals API: `cloud-sniper approvals` finds it by this stack's output.
+APPROVALS_STACK = naming.APPROVALS_API_STACK
+# The scheduled beacon scan: Athena over the flow logs, its findings onto the project bus.
+BEACONS_STACK = naming.BEACONS_STACK
+SERVICE_STACKS = (
+    INGEST_STACK,
+    ENRICH_STACK,
+    DECIDE_STACK,
+    MITIGATE_STACK,
+    REPORT_STACK,
+    APPROVALS_STACK,
+    BEACONS_STACK,
+)
 # Deployed to each member account (by a StackSet), never to the administrator's: the role
 # mitigate and expire assume there.
 MEMBER_ROLE_STACK = "CloudSniper-MemberRole"
@@ -34,6 +49,11 @@ RESPONDERS = ("Mitigate", "Expire")
 DEPENDENCIES_LAYER = f"{naming.PREFIX}-dependencies"
 PIPELINE_LOG_GROUP = f"/aws/vendedlogs/states/{naming.STATE_MACHINE}"
 WAF_SCOPE = "REGIONAL"
+# The approvals API's one stage, and its throttling: a few people answering, never a flood.
+APPROVALS_API_STAGE = "v1"
+APPROVALS_API_RATE_LIMIT = 5  # requests per second, steady
+APPROVALS_API_BURST_LIMIT = 10
+APPROVALS_ACCESS_LOG_GROUP = f"/aws/apigateway/{naming.APPROVALS_API}"
 
 
 @dataclass(frozen=True)
@@ -124,8 +144,34 @@ FUNCTIONS = {
             "report",
             "report",
             "services.report.handler.report",
-            30,
+            # Room for Security Hub and TheHive, each bounded to well under 20 s.
+            60,
             "Writes the incident, its report and its event",
+        ),
+        FunctionSpec(
+            "summary",
+            "report",
+            "services.report.summary_handler.summary",
+            120,
+            "Writes the summary of the last period's incidents to the reports bucket",
+            memory_mb=512,
+        ),
+        FunctionSpec(
+            "approvals",
+            "approvals",
+            "services.approvals.handler.handler",
+            15,
+            "Lists and answers approvals for the approvals API, resuming the waiting executions",
+        ),
+        FunctionSpec(
+            "beacons",
+            "beacons",
+            "services.beacons.handler.scan",
+            # Athena's query over a day of an estate's flow logs takes minutes, not seconds.
+            900,
+            "Scans the flow logs for beacons with Athena; each one goes on the project bus as a "
+            "finding",
+            memory_mb=512,
         ),
     )
 }
@@ -177,6 +223,34 @@ CONTEXT_DEFAULTS: dict[str, Any] = {
     "alarm_period_minutes": 5,
     # The WAF writer's interval: how long its event source mapping gathers changes into a batch.
     "waf_writer_interval_seconds": 30,
+    # The scheduled summary: every so many days, of the days since the last one.
+    "summary_period_days": 7,
+    # Security Hub: each reported finding's workflow status and note (BatchUpdateFindings).
+    "security_hub_updates": True,
+    # TheHive 5, off unless both are set: its URL, and the name of the Secrets Manager secret
+    # holding its API key.
+    "thehive_url": None,
+    "thehive_api_key_secret": None,
+    # The name of the Secrets Manager secret holding a Slack incoming webhook's URL, to which
+    # approval requests are posted too; empty, nothing goes to Slack.
+    "slack_webhook_secret": "",
+    # Role ARN patterns (comma separated, `*` and `?` as in the shell) of the roles whose
+    # sessions may answer approvals, beside the IAM users of the approvers group; empty, none.
+    "approver_role_arns": "",
+    # The beacon scan: the bucket holding the VPC Flow Logs (Parquet, Hive-compatible prefixes,
+    # hourly partitions; empty: cloud-sniper-flow-logs-<account>-<region>) and the prefix above
+    # the year=/month=/day=/hour= folders, where {account} and {region} are this deployment's.
+    "beacons_flow_logs_bucket": "",
+    "beacons_flow_logs_prefix": (
+        "AWSLogs/aws-account-id={account}/aws-service=vpcflowlogs/aws-region={region}/"
+    ),
+    # How often it runs, over how many hours back, and what it reports.
+    "beacons_schedule_hours": 6,
+    "beacons_window_hours": 24,
+    "beacons_min_score": 0.7,
+    "beacons_max_findings": 25,
+    # Athena cancels a query that would scan more than this: a cap on a run's cost.
+    "beacons_scan_limit_gb": 200,
 }
 
 _RETENTION = {
@@ -192,6 +266,9 @@ _RETENTION = {
     3653: logs.RetentionDays.TEN_YEARS,
 }
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# Secrets Manager's secret names: an ARN is refused, the stack makes it from the name.
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 
 
 class ConfigError(ValueError):
@@ -210,6 +287,18 @@ class Settings:
     log_retention: logs.RetentionDays
     alarm_period: Duration
     waf_writer_interval: Duration = Duration.seconds(30)
+    summary_period_days: int = 7
+    security_hub_updates: bool = True
+    thehive_url: str | None = None
+    thehive_api_key_secret: str | None = None
+    slack_webhook_secret: str | None = None
+    approver_role_arns: tuple[str, ...] = ()
+    beacons: BeaconSettings = field(default_factory=lambda: BeaconSettings())
+
+    @property
+    def summary_schedule(self) -> Duration:
+        """How often the summary runs: once a period, so the summaries cover every day once."""
+        return Duration.days(self.summary_period_days)
 
     @property
     def waf_changes_visibility_timeout(self) -> Duration:
@@ -260,7 +349,128 @@ class Settings:
             log_retention=_RETENTION[retention_days],
             alarm_period=Duration.minutes(_positive_int(values, "alarm_period_minutes")),
             waf_writer_interval=Duration.seconds(interval),
+            summary_period_days=_positive_int(values, "summary_period_days"),
+            security_hub_updates=_flag(values, "security_hub_updates"),
+            **_thehive(values),
+            slack_webhook_secret=_slack_webhook_secret(values),
+            approver_role_arns=_approver_role_arns(values),
+            beacons=_beacons(values),
         )
+
+
+def _flag(values: Mapping[str, Any], key: str) -> bool:
+    value = values[key]
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in _FLAGS:
+        return _FLAGS[str(value).strip().lower()]
+    raise ConfigError(f"context {key}: {value!r} is not true or false")
+
+
+def _thehive(values: Mapping[str, Any]) -> dict[str, str | None]:
+    url = str(values.get("thehive_url") or "").strip() or None
+    secret = str(values.get("thehive_api_key_secret") or "").strip() or None
+    if url is None and secret is None:
+        return {"thehive_url": None, "thehive_api_key_secret": None}
+    if url is None or secret is None:
+        missing = "thehive_url" if url is None else "thehive_api_key_secret"
+        raise ConfigError(f"context {missing}: missing; TheHive needs its URL and its key's secret")
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(f"context thehive_url: {url!r} is not an https:// URL")
+    if not _SECRET_NAME.match(secret):
+        raise ConfigError(
+            f"context thehive_api_key_secret: {secret!r} is not a Secrets Manager secret name"
+        )
+    return {"thehive_url": url.rstrip("/"), "thehive_api_key_secret": secret}
+
+
+def _slack_webhook_secret(values: Mapping[str, Any]) -> str | None:
+    secret = str(values.get("slack_webhook_secret") or "").strip() or None
+    if secret is not None and not _SECRET_NAME.match(secret):
+        raise ConfigError(
+            f"context slack_webhook_secret: {secret!r} is not a Secrets Manager secret name"
+        )
+    return secret
+
+
+@dataclass(frozen=True)
+class BeaconSettings:
+    """The beacon scan's settings: where the flow logs are, how often and how far back."""
+
+    flow_logs_bucket: str = ""  # empty: naming.flow_logs_bucket of the deployment
+    flow_logs_prefix: str = CONTEXT_DEFAULTS["beacons_flow_logs_prefix"]
+    schedule_hours: int = 6
+    window_hours: int = 24
+    min_score: float = 0.7
+    max_findings: int = 25
+    scan_limit_gb: int = 200
+
+    def location(self, account: str, region: str) -> tuple[str, str]:
+        """The bucket and the prefix of this deployment's flow logs."""
+        bucket = self.flow_logs_bucket or naming.flow_logs_bucket(account, region)
+        return bucket, self.flow_logs_prefix.format(account=account, region=region)
+
+
+# An S3 bucket name, and the prefix's placeholders.
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX_FIELDS = re.compile(r"\{([^{}]*)\}")
+
+
+def _beacons(values: Mapping[str, Any]) -> BeaconSettings:
+    bucket = str(values.get("beacons_flow_logs_bucket") or "").strip()
+    if bucket and not _BUCKET_NAME.match(bucket):
+        raise ConfigError(f"context beacons_flow_logs_bucket: {bucket!r} is not a bucket name")
+    prefix = str(values["beacons_flow_logs_prefix"]).strip()
+    unknown = set(_PREFIX_FIELDS.findall(prefix)) - {"account", "region"}
+    if unknown:
+        raise ConfigError(
+            f"context beacons_flow_logs_prefix: unknown placeholder(s) {sorted(unknown)}; "
+            "only {account} and {region} are replaced"
+        )
+    if prefix.startswith("/") or (prefix and not prefix.endswith("/")):
+        raise ConfigError(
+            f"context beacons_flow_logs_prefix: {prefix!r} must not start with / and must end "
+            "with /"
+        )
+    schedule = _positive_int(values, "beacons_schedule_hours")
+    window = _positive_int(values, "beacons_window_hours")
+    if window > 24 * 31:
+        raise ConfigError(f"context beacons_window_hours: {window} is over 744 (31 days)")
+    if window < schedule:
+        raise ConfigError(
+            f"context beacons_window_hours: {window} is shorter than beacons_schedule_hours "
+            f"({schedule}): some hours would never be scanned"
+        )
+    try:
+        min_score = float(values["beacons_min_score"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"context beacons_min_score: {values['beacons_min_score']!r} is not a number"
+        ) from exc
+    if not 0.0 <= min_score <= 1.0:
+        raise ConfigError(f"context beacons_min_score: {min_score} is not from 0 to 1")
+    max_findings = _positive_int(values, "beacons_max_findings")
+    if max_findings > 1000:
+        raise ConfigError(f"context beacons_max_findings: {max_findings} is over 1000")
+    return BeaconSettings(
+        flow_logs_bucket=bucket,
+        flow_logs_prefix=prefix,
+        schedule_hours=schedule,
+        window_hours=window,
+        min_score=min_score,
+        max_findings=max_findings,
+        scan_limit_gb=_positive_int(values, "beacons_scan_limit_gb"),
+    )
+
+
+def _approver_role_arns(values: Mapping[str, Any]) -> tuple[str, ...]:
+    value = values.get("approver_role_arns") or ""
+    patterns = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        return tuple(check_role_pattern(str(p).strip()) for p in patterns if str(p).strip())
+    except ValueError as exc:
+        raise ConfigError(f"context approver_role_arns: {exc}") from exc
 
 
 def _positive_int(values: Mapping[str, Any], key: str) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Stack
+from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_ssm as ssm
@@ -66,14 +67,15 @@ class DecideStack(Stack):
         )
         self._allow_safeguards()
 
-        self.approval_topic = sns.Topic(
-            self,
-            "Approvals",
-            topic_name=naming.APPROVAL_TOPIC,
-            display_name="Cloud Sniper approvals",
-            # The AWS managed key: approvers' subscriptions need no key policy of ours.
-            master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
-            enforce_ssl=True,
+        self.approval_topic = self._topic(
+            "Approvals", naming.APPROVAL_TOPIC, "Cloud Sniper approvals"
+        )
+        # Where an approval nobody answered in time is asked once more, when the policy says
+        # escalate: subscribe whoever answers when the first approvers do not.
+        self.escalation_topic = self._topic(
+            "ApprovalEscalations",
+            naming.APPROVAL_ESCALATION_TOPIC,
+            "Cloud Sniper approvals, escalated",
         )
         self.request_approval = ServiceFunction(
             self,
@@ -81,17 +83,33 @@ class DecideStack(Stack):
             spec=FUNCTIONS["request_approval"],
             code=code,
             settings=settings,
-            environment={
-                "APPROVALS_TABLE": naming.APPROVALS_TABLE,
-                "APPROVAL_TOPIC_ARN": self.approval_topic.topic_arn,
-            },
+            environment=request_approval_environment(
+                settings, self.approval_topic.topic_arn, self.escalation_topic.topic_arn
+            ),
         )
         approvals = references.table(self, naming.APPROVALS_TABLE)
-        approvals.grant(self.request_approval.role, "dynamodb:PutItem")
+        approvals.grant(self.request_approval.role, "dynamodb:PutItem", "dynamodb:UpdateItem")
         # Not grant_publish: it adds kms:GenerateDataKey* on every key, and the AWS managed
         # key's own policy already lets the account's principals use it through SNS.
         self.request_approval.allow(
-            "PublishApprovals", ["sns:Publish"], [self.approval_topic.topic_arn]
+            "PublishApprovals",
+            ["sns:Publish"],
+            [self.approval_topic.topic_arn, self.escalation_topic.topic_arn],
+        )
+        if settings.slack_webhook_secret:
+            slack_webhook_policy(
+                self.request_approval, self.request_approval.role, settings.slack_webhook_secret
+            )
+
+    def _topic(self, construct_id: str, name: str, display_name: str) -> sns.Topic:
+        return sns.Topic(
+            self,
+            construct_id,
+            topic_name=name,
+            display_name=display_name,
+            # The AWS managed key: approvers' subscriptions need no key policy of ours.
+            master_key=kms.Alias.from_alias_name(self, f"{construct_id}SnsKey", "alias/aws/sns"),
+            enforce_ssl=True,
         )
 
     def _allow_safeguards(self) -> None:
@@ -120,6 +138,40 @@ class DecideStack(Stack):
         )
         budget = references.table(self, naming.BUDGET_TABLE)
         budget.grant(self.decide.role, "dynamodb:UpdateItem")
+
+
+def request_approval_environment(
+    settings: Settings, approval_topic_arn: str, escalation_topic_arn: str
+) -> dict[str, str]:
+    """The request-approval function's environment: names and ARNs, never a secret's value."""
+    environment = {
+        "APPROVALS_TABLE": naming.APPROVALS_TABLE,
+        "APPROVAL_TOPIC_ARN": approval_topic_arn,
+        "ESCALATION_TOPIC_ARN": escalation_topic_arn,
+    }
+    if settings.slack_webhook_secret:
+        # The secret's name only: the function reads the webhook's URL from Secrets Manager.
+        environment["SLACK_WEBHOOK_SECRET"] = settings.slack_webhook_secret
+    return environment
+
+
+def slack_webhook_policy(scope: Construct, role: iam.IRole, secret_name: str) -> iam.Policy:
+    """Reading the one secret that holds the Slack webhook's URL, and nothing else."""
+    # Secrets Manager ends a secret's ARN with a hyphen and six random characters.
+    secret_arn = Stack.of(scope).format_arn(
+        service="secretsmanager",
+        resource="secret",
+        resource_name=f"{secret_name}-??????",
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
+    return iam.Policy(
+        scope,
+        "ReadSlackWebhook",
+        statements=[
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret_arn])
+        ],
+        roles=[role],
+    )
 
 
 def policy_parameter(scope: Construct, policy: Path) -> ssm.StringParameter:

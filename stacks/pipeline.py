@@ -43,6 +43,8 @@ class PipelineStack(Stack):
                 "state": JsonPath.entire_payload,
                 "execution_name": JsonPath.execution_name,
                 "execution_started_at": JsonPath.execution_start_time,
+                # Its ARN: the report reads the execution's history for its timeline.
+                "execution_arn": JsonPath.execution_id,
             },
             result_path="$.report",
         )
@@ -61,19 +63,16 @@ class PipelineStack(Stack):
             on_failure=report,
         ).next(report)
 
-        request_approval = self._request_approval(report)
         approved = (
             sfn.Choice(self, "Approved?")
             .when(sfn.Condition.string_equals("$.approval.status", "approved"), mitigate)
             .otherwise(report)
         )
+        request_approval = self._request_approval(report, approved)
         mode = (
             sfn.Choice(self, "Mode?")
             .when(sfn.Condition.string_equals("$.decision.mode", "auto"), mitigate)
-            .when(
-                sfn.Condition.string_equals("$.decision.mode", "approval"),
-                request_approval.next(approved),
-            )
+            .when(sfn.Condition.string_equals("$.decision.mode", "approval"), request_approval)
             # notify and ignore: nothing to do but report.
             .otherwise(report)
         )
@@ -156,31 +155,86 @@ class PipelineStack(Stack):
         task.add_catch(on_failure, errors=[sfn.Errors.ALL], result_path="$.failure")
         return task
 
-    def _request_approval(self, report: sfn.IChainable) -> tasks.LambdaInvoke:
-        """Ask for approval and wait for the answer, sent back with the task token."""
+    def _request_approval(self, report: sfn.IChainable, answered: sfn.IChainable) -> sfn.Chain:
+        """Ask for approval and wait for the answer, sent back with the task token.
+
+        Unanswered in time, the policy decides: deny (report the timeout), or escalate once (ask
+        the escalation topic, as long again, under the same approval); a second timeout is final.
+        """
+        escalate = self._wait_for_answer(
+            "EscalateApproval", escalated=True, timed_out=report, report=report
+        ).next(answered)
+
+        on_timeout = "$.decision.on_approval_timeout"
+        unanswered = (
+            sfn.Choice(self, "Escalate?")
+            .when(
+                # Absent in a decision of a version before escalation: denied, as then.
+                sfn.Condition.and_(
+                    sfn.Condition.is_present(on_timeout),
+                    sfn.Condition.string_equals(on_timeout, "escalate"),
+                ),
+                escalate,
+            )
+            .otherwise(report)
+        )
+        return self._wait_for_answer(
+            "RequestApproval", escalated=False, timed_out=unanswered, report=report
+        ).next(answered)
+
+    def _wait_for_answer(
+        self,
+        state: str,
+        *,
+        escalated: bool,
+        timed_out: sfn.IChainable,
+        report: sfn.IChainable,
+    ) -> tasks.LambdaInvoke:
+        """A request-approval task that waits for its token, as long as the decision says."""
+        payload = {
+            "token": JsonPath.task_token,
+            "finding": JsonPath.object_at("$.finding"),
+            "decision": JsonPath.object_at("$.decision"),
+            "incident_id": JsonPath.string_at("$.incident_id"),
+            "execution_name": JsonPath.execution_name,
+        }
+        if escalated:
+            payload["escalated"] = True
         task = tasks.LambdaInvoke(
             self,
-            "RequestApproval",
+            state,
             lambda_function=self._function("request_approval"),
             integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
-            payload=sfn.TaskInput.from_object(
-                {
-                    "token": JsonPath.task_token,
-                    "finding": JsonPath.object_at("$.finding"),
-                    "decision": JsonPath.object_at("$.decision"),
-                    "incident_id": JsonPath.string_at("$.incident_id"),
-                    "execution_name": JsonPath.execution_name,
-                }
-            ),
+            payload=sfn.TaskInput.from_object(payload),
             # The decision carries the matched rule's timeout, else the policy's default.
             task_timeout=sfn.Timeout.at("$.decision.approval_timeout_seconds"),
             retry_on_service_exceptions=False,
             result_path="$.approval",
         )
         _retry(task)
-        task.add_catch(report, errors=[sfn.Errors.TIMEOUT], result_path="$.approval_error")
+        task.add_catch(timed_out, errors=[sfn.Errors.TIMEOUT], result_path="$.approval_error")
+        # A denial fails the task (SendTaskFailure), the answered approval as its cause.
+        denied = self._denied(report)
+        task.add_catch(denied, errors=[naming.APPROVAL_DENIED_ERROR], result_path="$.approval")
         task.add_catch(report, errors=[sfn.Errors.ALL], result_path="$.failure")
         return task
+
+    def _denied(self, report: sfn.IChainable) -> sfn.IChainable:
+        """Put a denial's approval, read from the caught error's cause, back in $.approval."""
+        existing = self.node.try_find_child("ReadDenial")
+        if isinstance(existing, sfn.Pass):
+            return existing
+        read = sfn.Pass(
+            self,
+            "ReadDenial",
+            parameters={"answer": JsonPath.string_to_json(JsonPath.string_at("$.approval.Cause"))},
+            result_path="$.approval",
+        )
+        denied = sfn.Pass(
+            self, "ApprovalDenied", input_path="$.approval.answer", result_path="$.approval"
+        )
+        read.next(denied).next(report)
+        return read
 
     def _state_machine(self, definition: sfn.IChainable, settings: Settings) -> sfn.StateMachine:
         log_group = logs.LogGroup(

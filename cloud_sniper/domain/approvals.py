@@ -12,6 +12,7 @@ from cloud_sniper.domain.models import (
     ApprovalStatus,
     Indicator,
     Model,
+    OnApprovalTimeout,
     PlannedAction,
     Refusal,
     Resource,
@@ -52,8 +53,14 @@ class ApprovalRecord(Model):
     decision_reason: str
     actions: list[PlannedAction]
     refusals: list[Refusal] = []
+    # What depends on each disruptive action's target, by action id, as the decision counted it.
+    dependents: dict[str, list[str]] = {}
+    on_timeout: OnApprovalTimeout = OnApprovalTimeout.DENY
     requested_at: datetime
+    # When the current wait ends: the first one's end, then the escalation's.
     expires_at: datetime
+    # When nobody had answered in time and the request went to the escalation topic.
+    escalated_at: datetime | None = None
     approver: str | None = None
     reason: str | None = None
     answered_at: datetime | None = None
@@ -72,4 +79,5 @@ class ApprovalRecord(Model):
             approver=self.approver,
             reason=self.reason,
             answered_at=self.answered_at,
+            escalated_at=self.escalated_at,
         )

@@ -342,6 +342,13 @@ class Priority(StrEnum):
     LOW = "low"
 
 
+class OnApprovalTimeout(StrEnum):
+    """What an approval nobody answers in time comes to."""
+
+    DENY = "deny"  # nothing is done; the report says it timed out
+    ESCALATE = "escalate"  # asked once more, of the escalation topic, for as long again
+
+
 class Decision(Model):
     mode: Mode
     reason: str
@@ -352,6 +359,10 @@ class Decision(Model):
     # Planned by the policy but not yet available in this version: reported, never run.
     unavailable: list[PlannedAction] = Field(default_factory=list)
     approval_timeout_seconds: int | None = None
+    on_approval_timeout: OnApprovalTimeout | None = None
+    # The blast radius the safeguards counted: what depends on each disruptive action's target,
+    # in words, by action id; an action absent here was not counted.
+    dependents: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class ActionStatus(StrEnum):
@@ -390,6 +401,8 @@ class Approval(Model):
     approver: str | None = None
     reason: str | None = None
     answered_at: datetime | None = None
+    # When nobody answered in time and the request went to the escalation topic.
+    escalated_at: datetime | None = None
 
 
 class Outcome(StrEnum):

@@ -35,6 +35,17 @@ INTAKE_DLQ = f"{PREFIX}-intake-dlq"
 WAF_CHANGES_QUEUE = f"{PREFIX}-waf-changes"
 WAF_CHANGES_DLQ = f"{PREFIX}-waf-changes-dlq"
 APPROVAL_TOPIC = f"{PREFIX}-approvals"
+# Approvals nobody answered in time, where the policy escalates them: asked once more there.
+APPROVAL_ESCALATION_TOPIC = f"{PREFIX}-approvals-escalation"
+# The stack of the approvals API, through which `cloud-sniper approvals` answers a deployment.
+APPROVALS_API_STACK = "CloudSniper-Approvals"
+APPROVALS_API = f"{PREFIX}-approvals"
+# Its stack's output holding the API's URL, where the command finds it.
+APPROVALS_API_URL_OUTPUT = "ApiUrl"
+# The IAM group of the people who may answer approvals (assumed roles are named by pattern).
+APPROVERS_GROUP = f"{PREFIX}-approvers"
+# The error a denied approval fails the waiting task with; the state machine catches it.
+APPROVAL_DENIED_ERROR = "CloudSniper.ApprovalDenied"
 WAF_IPV4_SET = f"{PREFIX}-blocked-ipv4"
 WAF_IPV6_SET = f"{PREFIX}-blocked-ipv6"
 # The SSM parameter holding the deployed policy: `cloud-sniper policy push` changes it.
@@ -51,7 +62,16 @@ FUNCTIONS = {
     "expire": f"{PREFIX}-expire",
     "waf_writer": f"{PREFIX}-waf-writer",
     "report": f"{PREFIX}-report",
+    "summary": f"{PREFIX}-summary",
+    "approvals": f"{PREFIX}-approvals",
+    "beacons": f"{PREFIX}-beacons",
 }
+
+# The beacon scan on Athena: its stack, workgroup, and the Glue table over the flow logs.
+BEACONS_STACK = "CloudSniper-Beacons"
+BEACONS_WORKGROUP = f"{PREFIX}-beacons"
+FLOW_LOGS_DATABASE = "cloud_sniper"
+FLOW_LOGS_TABLE = "vpc_flow_logs"
 
 # The role mitigate and expire assume in a member account to act on a finding's resources there
 # (stack CloudSniper-MemberRole, deployed to every member account by a StackSet).
@@ -64,6 +84,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 def reports_bucket(account_id: str, region: str) -> str:
     return f"{PREFIX}-reports-{account_id}-{region}"
+
+
+def athena_results_bucket(account_id: str, region: str) -> str:
+    """Where the beacon scan's Athena queries keep their results."""
+    return f"{PREFIX}-athena-results-{account_id}-{region}"
+
+
+def flow_logs_bucket(account_id: str, region: str) -> str:
+    """The bucket the beacon scan reads flow logs from unless the deployment names another."""
+    return f"{PREFIX}-flow-logs-{account_id}-{region}"
 
 
 def incident_id(finding_source: str, finding_id: str) -> str:

@@ -30,6 +30,7 @@ from cloud_sniper.domain.models import (
     IndicatorKind,
     Mode,
     Model,
+    OnApprovalTimeout,
     PlannedAction,
     Priority,
     Refusal,
@@ -104,6 +105,9 @@ class Defaults(Model):
 
     block_ttl: BlockTtl = DAY
     approval_timeout: ApprovalTimeout = HOUR
+    # deny: an unanswered approval is denied; escalate: asked once more, of the escalation
+    # topic, for another approval_timeout, then denied.
+    on_approval_timeout: OnApprovalTimeout = OnApprovalTimeout.DENY
 
 
 class Match(Model):
@@ -137,6 +141,7 @@ class Rule(Model):
     actions: list[ActionKind] = Field(default_factory=list)
     block_ttl: BlockTtl | None = None
     approval_timeout: ApprovalTimeout | None = None
+    on_approval_timeout: OnApprovalTimeout | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
@@ -151,6 +156,8 @@ class Rule(Model):
             raise ValueError(f"block_ttl has no effect in mode {self.mode}")
         if self.approval_timeout is not None and self.mode != Mode.APPROVAL:
             raise ValueError("approval_timeout only applies to mode approval")
+        if self.on_approval_timeout is not None and self.mode != Mode.APPROVAL:
+            raise ValueError("on_approval_timeout only applies to mode approval")
         return self
 
 
@@ -254,6 +261,8 @@ def evaluate(
             unavailable=unavailable,
         )
     timeout = rule.approval_timeout or policy.defaults.approval_timeout
+    on_timeout = rule.on_approval_timeout or policy.defaults.on_approval_timeout
+    asking = rule.mode == Mode.APPROVAL
     return Decision(
         mode=rule.mode,
         reason=reason,
@@ -262,7 +271,8 @@ def evaluate(
         actions=actions,
         refusals=refusals,
         unavailable=unavailable,
-        approval_timeout_seconds=timeout if rule.mode == Mode.APPROVAL else None,
+        approval_timeout_seconds=timeout if asking else None,
+        on_approval_timeout=on_timeout if asking else None,
     )
 
 

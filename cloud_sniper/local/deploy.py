@@ -13,6 +13,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from cloud_sniper.local.api import local_outputs
+
 logger = logging.getLogger(__name__)
 
 STACK_TYPE = "aws:cloudformation:stack"
@@ -49,6 +51,8 @@ class DeployedStack:
     template: dict[str, Any]
     created_by_hand: list[str] = field(default_factory=list)
     not_emulated: list[str] = field(default_factory=list)
+    # What the emulated CloudFormation made of each resource: an API's id, a function's name.
+    physical_ids: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,10 +89,13 @@ def stack_order(manifest: dict[str, Any]) -> list[str]:
     return ordered
 
 
-def deploy_assembly(assembly: Path, clients: Any, account: str, region: str) -> DeployedApp:
+def deploy_assembly(
+    assembly: Path, clients: Any, account: str, region: str, api_base_url: str | None = None
+) -> DeployedApp:
     """Upload the assets and create every stack of the assembly in the emulated account.
 
-    `clients(service)` returns a boto3 client bound to the emulated account.
+    `clients(service)` returns a boto3 client bound to the emulated account. With an API base
+    URL, the stacks' outputs of REST API URLs point there, where the local runtime serves them.
     """
     manifest = json.loads((assembly / "manifest.json").read_text())
     # What the emulation skips is reported in DeployedStack.not_emulated, once, not as warnings.
@@ -105,7 +112,7 @@ def deploy_assembly(assembly: Path, clients: Any, account: str, region: str) -> 
             continue
         template_file = artifact["properties"]["templateFile"]
         template = json.loads((assembly / template_file).read_text())
-        deployed.append(_create_stack(clients, stack_name, template))
+        deployed.append(_create_stack(clients, stack_name, template, api_base_url))
     return DeployedApp(deployed)
 
 
@@ -114,14 +121,17 @@ def _upload_assets(
 ) -> None:
     s3 = clients("s3")
     buckets: set[str] = set()
+    packed: dict[Path, bytes] = {}
     for artifact in manifest.get("artifacts", {}).values():
         if artifact["type"] != ASSET_MANIFEST_TYPE:
             continue
         assets = json.loads((assembly / artifact["properties"]["file"]).read_text())
         for asset in assets.get("files", {}).values():
-            body = _asset_bytes(
-                assembly / asset["source"]["path"], asset["source"].get("packaging")
-            )
+            # Each stack names the shared layer's asset again: it is packed once.
+            path = assembly / asset["source"]["path"]
+            if path not in packed:
+                packed[path] = _asset_bytes(path, asset["source"].get("packaging"))
+            body = packed[path]
             for destination in asset["destinations"].values():
                 bucket = _substitute(destination["bucketName"], account, region)
                 if bucket not in buckets:
@@ -133,7 +143,9 @@ def _upload_assets(
 def _asset_bytes(path: Path, packaging: str | None) -> bytes:
     if packaging == "zip" or path.is_dir():
         buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        # Stored, not deflated: the emulated bucket keeps it in memory and nothing downloads it,
+        # and compressing the layer cost seconds at every start.
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
             for file in sorted(path.rglob("*")):
                 if file.is_file():
                     archive.write(file, file.relative_to(path).as_posix())
@@ -162,11 +174,15 @@ def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:
             raise
 
 
-def _create_stack(clients: Any, stack_name: str, template: dict[str, Any]) -> DeployedStack:
+def _create_stack(
+    clients: Any, stack_name: str, template: dict[str, Any], api_base_url: str | None = None
+) -> DeployedStack:
     """Create one stack; resources the emulation skips are created from the template by hand."""
     template = _without_bootstrap_check(template)
     deployed = DeployedStack(stack_name, template)
     template = _without_runtime_emulated(template)
+    if api_base_url is not None:
+        template = local_outputs(template, api_base_url)
     template, created_by_hand = _create_by_hand(clients, template)
     deployed.created_by_hand = created_by_hand
 
@@ -189,6 +205,9 @@ def _create_stack(clients: Any, stack_name: str, template: dict[str, Any]) -> De
         if summary["ResourceType"] == "AWS::StepFunctions::StateMachine":
             _publish_state_machine(clients, summary["PhysicalResourceId"])
     created = {summary["LogicalResourceId"] for summary in summaries}
+    deployed.physical_ids = {
+        summary["LogicalResourceId"]: summary["PhysicalResourceId"] for summary in summaries
+    }
     for logical_id, resource in template.get("Resources", {}).items():
         if logical_id not in created:
             deployed.not_emulated.append(f"{logical_id} ({resource['Type']})")
@@ -313,5 +332,29 @@ def _create_ip_set(clients: Any, properties: dict[str, Any]) -> dict[str, str]:
     return {"Ref": reference, "Arn": summary["ARN"], "Id": summary["Id"]}
 
 
+def _create_group(clients: Any, properties: dict[str, Any]) -> dict[str, str]:
+    iam = clients("iam")
+    name, path = properties["GroupName"], properties.get("Path", "/")
+    try:
+        group = iam.create_group(GroupName=name, Path=path)["Group"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        group = iam.get_group(GroupName=name)["Group"]
+    return {"Ref": group["GroupName"], "Arn": group["Arn"]}
+
+
+def _create_work_group(clients: Any, properties: dict[str, Any]) -> dict[str, str]:
+    # By name only: its result configuration refers to a bucket of the stack not yet created,
+    # and the emulated Athena runs no query anyway (a test gives it the answers).
+    athena = clients("athena")
+    name = properties["Name"]
+    if not any(group["Name"] == name for group in athena.list_work_groups()["WorkGroups"]):
+        athena.create_work_group(Name=name, Description=properties.get("Description", ""))
+    return {"Ref": name}
+
+
 # Resource types the emulation's CloudFormation skips and that matter to the pipeline.
-_BY_HAND = {"AWS::WAFv2::IPSet": _create_ip_set}
+_BY_HAND = {
+    "AWS::WAFv2::IPSet": _create_ip_set,
+    "AWS::IAM::Group": _create_group,
+    "AWS::Athena::WorkGroup": _create_work_group,
+}

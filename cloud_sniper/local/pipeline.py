@@ -258,7 +258,7 @@ def download_reports(clients: Any, result: Result, out_dir: Path) -> list[Path]:
     incident_id = result.incident["incident_id"]
     prefix = f"reports/{incident_id}/{result.submission.execution_name}"
     files = []
-    for suffix in (".json", ".md"):
+    for suffix in (".json", ".md", ".html"):
         try:
             body = s3.get_object(Bucket=bucket, Key=prefix + suffix)["Body"].read()
         except ClientError:

@@ -2,12 +2,14 @@
 
 It executes what would be deployed: the synthesized templates are deployed into moto, the state
 machine runs moto's Amazon States Language interpreter, every Lambda invoke runs the service's
-real handler in-process with that function's environment, and a poller stands in for Lambda's
-SQS event source mappings, their batch sizes and batching windows as the templates set them.
+real handler in-process with that function's environment, a poller stands in for Lambda's
+SQS event source mappings, their batch sizes and batching windows as the templates set them,
+and the REST APIs are served on loopback, each request answered by its function (api.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -20,9 +22,12 @@ from typing import Any
 import boto3
 from moto import mock_aws
 
+from cloud_sniper.domain import naming
+from cloud_sniper.local.api import ApiServer, LocalApiGateway, routes_of
 from cloud_sniper.local.deploy import DeployedApp, deploy_assembly
 from cloud_sniper.local.faults import FaultInjector
 from cloud_sniper.local.lambdas import InProcessLambda
+from cloud_sniper.local.moto_fixes import task_failure_cause
 
 logger = logging.getLogger(__name__)
 
@@ -30,21 +35,25 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 # The CDK context the local account is synthesized with: the WAF writer's interval is seconds
 # long here, so that a demo need not wait half a minute to see its blocks in the IP sets.
-LOCAL_CONTEXT = {"waf_writer_interval_seconds": 2}
+# A short WAF writer interval, for a demo; no Security Hub updates, as moto implements no
+# BatchUpdateFindings (the tests check those requests against the API model instead).
+LOCAL_CONTEXT = {"waf_writer_interval_seconds": 2, "security_hub_updates": False}
 MOTO_CONFIG = {
     "stepfunctions": {"execute_state_machine": True},
     # The Lambda invokes are answered in-process; moto's own stays quiet instead of seeking Docker.
     "lambda": {"use_docker": False},
 }
+# The local server accepts any credentials; the command signs with these. moto answers a key it
+# does not know with its default user, "moto", whom the local account makes an approver.
+LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+LOCAL_APPROVER = "moto"
 
 
 def client_factory(region: str = REGION, endpoint_url: str | None = None) -> Callable[..., Any]:
     """Make boto3 clients bound to the emulated account, in-process or over loopback."""
 
-    # The local server accepts any credentials; a machine without an AWS profile has none.
-    credentials = (
-        {"aws_access_key_id": "local", "aws_secret_access_key": "local"} if endpoint_url else {}
-    )
+    # A machine without an AWS profile has no credentials: over loopback, the local ones.
+    credentials = LOCAL_CREDENTIALS if endpoint_url else {}
 
     def clients(service: str) -> Any:
         return boto3.client(service, region_name=region, endpoint_url=endpoint_url, **credentials)
@@ -81,6 +90,10 @@ class LocalCloud:
         self.region = region
         self.clients = client_factory(region)
         self.lambdas = InProcessLambda(region, log_file=log_file)
+        # The REST APIs of the app, on a loopback port of their own (their stacks' URL outputs
+        # say which), answered by their functions in-process.
+        self.api = LocalApiGateway(self.clients, ACCOUNT, region)
+        self.api_server = ApiServer(self.api)
         self.app: DeployedApp | None = None
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._stops: list[Callable[[], None]] = []
@@ -91,11 +104,20 @@ class LocalCloud:
     def start(self) -> LocalCloud:
         self._mock.start()
         self._stops.append(self._mock.stop)
-        for installer in (self.lambdas.installed(), FaultInjector(self._ssm).installed()):
+        installers = (
+            self.lambdas.installed(),
+            FaultInjector(self._ssm).installed(),
+            task_failure_cause(),
+        )
+        for installer in installers:
             installer.__enter__()
             self._stops.append(lambda installer=installer: installer.__exit__(None, None, None))
+        self.api_server.start()
+        self._stops.append(self.api_server.stop)
 
-        self.app = deploy_assembly(self.assembly, self.clients, ACCOUNT, self.region)
+        self.app = deploy_assembly(
+            self.assembly, self.clients, ACCOUNT, self.region, api_base_url=self.api_server.base_url
+        )
         for stack in self.app.stacks:
             for resource in stack.created_by_hand:
                 logger.info("created outside the emulated CloudFormation: %s", resource)
@@ -103,6 +125,8 @@ class LocalCloud:
                 logger.info("not emulated locally: %s", resource)
 
         self.lambdas.task_roots = self._task_roots()
+        self.api.routes = routes_of(self.app.stacks)
+        _make_local_approver(self.clients)
         self._poller = threading.Thread(target=self._poll, name="event-source-mapping", daemon=True)
         self._poller.start()
         return self
@@ -202,6 +226,18 @@ class LocalCloud:
                 if not any(mapping.held for mapping in mappings):
                     self._idle.set()
                 time.sleep(0.1)
+
+
+def _make_local_approver(clients: Callable[[str], Any]) -> None:
+    """Put the local caller in the approvers group, so that local approvals work as they come."""
+    iam = clients("iam")
+    try:
+        iam.get_group(GroupName=naming.APPROVERS_GROUP)
+    except iam.exceptions.NoSuchEntityException:
+        return  # an app without the approvals API
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_user(UserName=LOCAL_APPROVER)
+    iam.add_user_to_group(GroupName=naming.APPROVERS_GROUP, UserName=LOCAL_APPROVER)
 
 
 def _deliver(sqs: Any, lambda_client: Any, mapping: EventSourceMapping, region: str) -> int:

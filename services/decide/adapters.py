@@ -1,19 +1,28 @@
 """AWS calls of decide and request-approval: the policy parameter, EC2, the approvals table, SNS.
 
-Also what the safeguards read: what depends on an action's target, and the hourly budget.
+Also what the safeguards read: what depends on an action's target, and the hourly budget; and
+the Slack webhook: its URL from Secrets Manager, the message posted to it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import boto3
-from aws_lambda_powertools.utilities.parameters import GetParameterError, SSMProvider
+from aws_lambda_powertools.utilities.parameters import (
+    GetParameterError,
+    SecretsProvider,
+    SSMProvider,
+)
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
@@ -43,9 +52,15 @@ def _parameters() -> SSMProvider:
     return SSMProvider(boto3_client=boto3.client("ssm"))
 
 
+@cache
+def _secrets() -> SecretsProvider:
+    # Powertools keeps each secret it read, with its age, in the provider.
+    return SecretsProvider(boto3_client=boto3.client("secretsmanager"))
+
+
 def clear_caches() -> None:
     """Forget clients, parameter values and the estate's addresses, as a cold start would."""
-    for cached in (_ec2, _sns, _table, _parameters, _client, estate_addresses):
+    for cached in (_ec2, _sns, _table, _parameters, _secrets, _client, estate_addresses):
         cached.cache_clear()
 
 
@@ -129,13 +144,128 @@ def store_approval(table_name: str, item: dict[str, Any]) -> Stored:
     return Stored(written=True, previous=response.get("Attributes"))
 
 
+@dataclass(frozen=True)
+class Escalated:
+    """What handing an approval to its escalation did."""
+
+    written: bool
+    # The approval as it now stands or, when not written, as the table kept it ({} for none).
+    item: dict[str, Any]
+
+
+def escalate_approval(table_name: str, record: dict[str, Any]) -> Escalated:
+    """Give the execution's approval the escalation's task token and expiry, marked escalated.
+
+    Taken over: the approval still pending (its first wait timed out, or the escalation is
+    retried), or one a late answer marked timed out before the escalation came, once. Any other
+    is kept as it is, and so is its request: who asked first, and when.
+    """
+    try:
+        response = _table(table_name).update_item(
+            Key={"approval_id": record["approval_id"]},
+            UpdateExpression=(
+                "SET #token = :token, expires_at = :expires_at, escalated_at = :escalated_at,"
+                " #status = :pending REMOVE approver, reason, answered_at, timed_out_at"
+            ),
+            ConditionExpression=(
+                "execution_name = :execution_name AND (#status = :pending"
+                " OR (#status = :timed_out AND attribute_not_exists(escalated_at)))"
+            ),
+            ExpressionAttributeNames={"#status": "status", "#token": "token"},
+            ExpressionAttributeValues={
+                ":token": record["token"],
+                ":expires_at": record["expires_at"],
+                ":escalated_at": record["escalated_at"],
+                ":pending": ApprovalStatus.PENDING.value,
+                ":timed_out": ApprovalStatus.TIMED_OUT.value,
+                ":execution_name": record["execution_name"],
+            },
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            kept = exc.response.get("Item", {})
+            deserializer = TypeDeserializer()
+            return Escalated(
+                written=False,
+                item={key: deserializer.deserialize(value) for key, value in kept.items()},
+            )
+        _reraise(exc, "escalating the approval")
+    return Escalated(written=True, item=response["Attributes"])
+
+
 def publish(topic_arn: str, subject: str, message: str) -> str:
-    """Publish a notification to the approval topic; returns the message id."""
+    """Publish a notification to an approvals topic; returns the message id."""
     try:
         response = _sns().publish(TopicArn=topic_arn, Subject=subject, Message=message)
     except ClientError as exc:
         _reraise(exc, "publishing the approval request")
     return response["MessageId"]
+
+
+# A rotated webhook is posted to within this many seconds.
+SLACK_SECRET_MAX_AGE_SECONDS = 300
+# Slack answers a webhook in well under a second; a slow one must not hold the request.
+SLACK_TIMEOUT_SECONDS = 3
+_LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+class WebhookError(Exception):
+    """The Slack webhook could not be read or did not take the message; never names its URL."""
+
+
+def slack_webhook_url(secret_id: str) -> str:
+    """The webhook URL the secret holds: the URL itself, or JSON with a "url" key."""
+    try:
+        value = _secrets().get(secret_id, max_age=SLACK_SECRET_MAX_AGE_SECONDS)
+    except GetParameterError as exc:
+        raise WebhookError(f"reading the secret {secret_id}: {exc}") from exc
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).strip()
+    if text.startswith("{"):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise WebhookError(f"the secret {secret_id} holds JSON that cannot be read") from exc
+        text = str(document.get("url") or "").strip() if isinstance(document, dict) else ""
+    parts = urlsplit(text)
+    if not parts.hostname or not (
+        parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname))
+    ):
+        # The value is a secret: the error says what is wrong with it, never what it is.
+        raise WebhookError(f"the secret {secret_id} holds no https URL (http only to this machine)")
+    return text
+
+
+def _loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def post_webhook(url: str, message: dict[str, Any]) -> None:
+    """Post a message to a Slack incoming webhook."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(message).encode(),
+        headers={"Content-Type": "application/json; charset=utf-8"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=SLACK_TIMEOUT_SECONDS) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        answer = exc.read(200).decode("utf-8", "replace")
+        raise WebhookError(f"the Slack webhook answered {exc.code}: {answer}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        # OSError: a timeout, a refused or reset connection.
+        reason = getattr(exc, "reason", exc)
+        raise WebhookError(f"posting to the Slack webhook: {reason}") from exc
 
 
 def _reraise(exc: ClientError, doing: str) -> NoReturn:
@@ -162,6 +292,8 @@ def _client(service: str) -> Any:
 
 def dependents(action: PlannedAction, finding: Finding, safeguards: Safeguards) -> list[str]:
     """What depends on the action's target, in words: empty when nothing does."""
+    # TODO(member-accounts): Auto Scaling, target groups and websites are looked up in this
+    # account only; a member account's instance or bucket shows no dependents but its tags'.
     resource = finding.resource
     found: list[str] = []
     if resource.tags.get(safeguards.critical_tag, "").strip().lower() == "true":

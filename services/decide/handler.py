@@ -9,6 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from cloud_sniper.domain.approvals import ApprovalRecord
 from cloud_sniper.domain.models import Enrichment, Finding
 from cloud_sniper.domain.policy import Policy, evaluate, load_policy
 from cloud_sniper.domain.policy_parameter import read_parameter_value
@@ -18,6 +19,7 @@ from services.decide.approval_request import (
     check_kept,
     new_record,
     notification,
+    slack_message,
 )
 from services.decide.safeguarding import safeguarded
 from services.decide.settings import ApprovalSettings, DecideSettings
@@ -90,23 +92,68 @@ def decide(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 @logger.inject_lambda_context(clear_state=True)
 def request_approval(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Store a pending approval and notify approvers; the execution waits for the answer."""
+    """Store a pending approval and notify approvers; the execution waits for the answer.
+
+    Escalated (nobody answered in time, and the policy escalates), the same approval waits
+    again with the new task's token, and the escalation topic is notified instead.
+    """
     request = ApprovalRequest.model_validate(event)
     settings = _approval_settings()
-    record = new_record(request, now=datetime.now(UTC))
+    now = datetime.now(UTC)
+    record = new_record(request, now=now)
     logger.append_keys(approval_id=record.approval_id, incident_id=record.incident_id)
 
+    if request.escalated:
+        topic = settings.escalation_topic(record.approval_id)
+        stored = _escalated(settings, record)
+    else:
+        topic = settings.approval_topic_arn
+        stored = _stored(settings, record)
+    if stored is None:
+        return {"approval_id": record.approval_id}
+
+    subject, message = notification(stored, now, settings.aws_region)
+    adapters.publish(topic, subject, message)
+    if settings.slack_webhook_secret is not None:
+        _tell_slack(settings.slack_webhook_secret, slack_message(stored, now, settings.aws_region))
+    logger.info(
+        "approval requested",
+        extra={"expires_at": stored.expires_at.isoformat(), "escalated": request.escalated},
+    )
+    return {"approval_id": record.approval_id}
+
+
+def _stored(settings: ApprovalSettings, record: ApprovalRecord) -> ApprovalRecord | None:
+    """The request stored; None where the table kept this very task's answer."""
     stored = adapters.store_approval(settings.approvals_table, record.item())
     if not stored.written:
         kept = stored.previous or {}
         check_kept(record, kept)
         logger.warning("approval already answered", extra={"status": kept.get("status")})
-        return {"approval_id": record.approval_id}
+        return None
     if stored.previous is not None:
         # A retried request: the waiting task has a new token and a new timeout.
         logger.info("approval request renewed")
-    subject, message = notification(record)
-    adapters.publish(settings.approval_topic_arn, subject, message)
+    return record
 
-    logger.info("approval requested", extra={"expires_at": record.expires_at.isoformat()})
-    return {"approval_id": record.approval_id}
+
+def _escalated(settings: ApprovalSettings, record: ApprovalRecord) -> ApprovalRecord | None:
+    """The approval handed to its escalation; None where the table kept this task's answer."""
+    escalated = adapters.escalate_approval(settings.approvals_table, record.item())
+    if not escalated.written:
+        check_kept(record, escalated.item)
+        logger.warning("approval already answered", extra={"status": escalated.item["status"]})
+        return None
+    # The request stays the first one's: who was asked first, and when.
+    requested_at = datetime.fromisoformat(escalated.item["requested_at"])
+    return record.model_copy(update={"requested_at": requested_at})
+
+
+def _tell_slack(secret_id: str, message: dict[str, Any]) -> None:
+    """Post to Slack as well; the topic is the channel of record, so a failure here is logged."""
+    try:
+        adapters.post_webhook(adapters.slack_webhook_url(secret_id), message)
+    except adapters.WebhookError as exc:
+        logger.warning("slack notification failed", extra={"secret": secret_id, "error": str(exc)})
+        return
+    logger.info("slack notified")

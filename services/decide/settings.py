@@ -64,3 +64,18 @@ class ApprovalSettings(EnvSettings):
 
     approvals_table: Required
     approval_topic_arn: Required
+    # Where an approval nobody answered in time is asked once more, when the policy escalates it.
+    escalation_topic_arn: Required | None = None
+    # The region the function runs in (Lambda sets it): the answer commands name it.
+    aws_region: Required
+    # The name of the Secrets Manager secret holding a Slack incoming webhook's URL; unset,
+    # nothing goes to Slack. The URL itself never sits in the environment.
+    slack_webhook_secret: Required | None = None
+
+    def escalation_topic(self, approval_id: str) -> str:
+        """The escalation topic's ARN; unset, an escalation cannot be sent and says why."""
+        if self.escalation_topic_arn is None:
+            raise ValueError(
+                f"approval {approval_id} is to be escalated but ESCALATION_TOPIC_ARN is unset"
+            )
+        return self.escalation_topic_arn

@@ -1,4 +1,4 @@
-"""The report service's AWS side: incidents, approvals and blocks tables, bucket, event bus."""
+"""The report service's AWS side: tables, bucket, event bus, the executions' histories."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from typing import Any
 
 import boto3
 from boto3.dynamodb.conditions import Attr, Key
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import TransientAwsError, is_transient
 from cloud_sniper.domain.models import ApprovalStatus
+from services.report.nist import HistoryEvent, HistoryUnavailableError, history_event
 
 # The status of a block the mitigate service applied and the expiry run has not lifted.
 BLOCK_ACTIVE = "active"
@@ -41,6 +42,11 @@ def s3_client() -> Any:
 def events_client() -> Any:
     """An EventBridge client, created on first use."""
     return boto3.client("events")
+
+
+def stepfunctions_client() -> Any:
+    """A Step Functions client, created on first use."""
+    return boto3.client("stepfunctions")
 
 
 class IncidentsTable:
@@ -82,6 +88,12 @@ class IncidentsTable:
                 continue
             return item
         raise TransientAwsError(f"incident {incident_id} changed during every write attempt")
+
+    def reported_between(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """The items reported from since to until, both UTC (a scan: the table has no time key)."""
+        # The times are stored as UTC ISO strings, which sort as the times do.
+        window = Attr("reported_at").between(since.isoformat(), until.isoformat())
+        return _scan(self._table, {"FilterExpression": window})
 
 
 class ApprovalsTable:
@@ -140,6 +152,66 @@ class BlocksTable:
                 return items
             arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def removed_between(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """The blocks lifted from since to until, both UTC: expired, evicted or rolled back."""
+        window = Attr("removed_at").between(since.isoformat(), until.isoformat())
+        return _scan(
+            self._table,
+            {
+                "FilterExpression": window,
+                "ProjectionExpression": "block_id, kind, #status, removed_at, removed_reason",
+                "ExpressionAttributeNames": {"#status": "status"},
+            },
+        )
+
+
+class ActionsTable:
+    """The actions table the response catalogue writes: one record per target and kind."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def undone_between(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """The records undone (by a person) or expired from since to until, both UTC."""
+        window = Attr("undone_at").between(since.isoformat(), until.isoformat())
+        return _scan(
+            self._table,
+            {
+                "FilterExpression": window,
+                "ProjectionExpression": "record_id, kind, #status, undone_at",
+                "ExpressionAttributeNames": {"#status": "status"},
+            },
+        )
+
+
+class ExecutionHistory:
+    """The pipeline executions' histories, read for their timeline alone."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def events(self, execution_arn: str) -> list[HistoryEvent]:
+        """Every event of the execution, oldest first: its type, time and state name, no more.
+
+        The inputs and outputs hold the approval's task token: they are not asked for
+        (includeExecutionData), and what comes anyway is not copied.
+        """
+        events: list[HistoryEvent] = []
+        try:
+            pages = self._client.get_paginator("get_execution_history").paginate(
+                executionArn=execution_arn, includeExecutionData=False
+            )
+            for page in pages:
+                events += [history_event(event) for event in page.get("events", [])]
+        except ClientError as exc:
+            message = exc.response.get("Error", {}).get("Message", "")
+            raise HistoryUnavailableError(
+                f"states GetExecutionHistory: {_error_code(exc)}: {message}".rstrip(": ")
+            ) from exc
+        except BotoCoreError as exc:
+            raise HistoryUnavailableError(f"states GetExecutionHistory: {exc}") from exc
+        return events
+
 
 class ReportsBucket:
     """The reports bucket."""
@@ -181,6 +253,18 @@ class EventBus:
         if is_transient(code):
             raise TransientAwsError(f"events PutEvents: {code}")
         raise EventNotPublishedError(f"{code}: {failed.get('ErrorMessage', '')}")
+
+
+def _scan(table: Any, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every item of a scan, page after page."""
+    items: list[dict[str, Any]] = []
+    while True:
+        with _translated("dynamodb Scan"):
+            page = table.scan(**arguments)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        arguments = {**arguments, "ExclusiveStartKey": page["LastEvaluatedKey"]}
 
 
 def _unchanged_since(previous: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:

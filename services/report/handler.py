@@ -5,24 +5,31 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cloud_sniper.domain import naming
 from services.report import incident as incidents
+from services.report import integrations, nist, nist_html, nist_markdown
 from services.report.adapters import (
     ApprovalsTable,
     BlocksTable,
     EventBus,
+    ExecutionHistory,
     IncidentsTable,
     ReportsBucket,
     dynamodb_table,
     events_client,
     s3_client,
+    stepfunctions_client,
 )
 from services.report.settings import Settings
+
+if TYPE_CHECKING:
+    from services.report.security_hub_adapter import SecurityHubFindings
+    from services.report.thehive_adapter import TheHiveCases
 
 logger = Logger()
 
@@ -36,6 +43,10 @@ class Dependencies:
     blocks: BlocksTable
     bucket: ReportsBucket
     bus: EventBus
+    history: ExecutionHistory
+    # The integrations, None when off.
+    security_hub: SecurityHubFindings | None = None
+    thehive: TheHiveCases | None = None
 
 
 @functools.cache
@@ -48,6 +59,9 @@ def _dependencies() -> Dependencies:
         blocks=BlocksTable(dynamodb_table(settings.blocks_table)),
         bucket=ReportsBucket(s3_client(), settings.reports_bucket),
         bus=EventBus(events_client(), settings.event_bus_name),
+        history=ExecutionHistory(stepfunctions_client()),
+        security_hub=integrations.security_hub_of(settings),
+        thehive=integrations.thehive_of(settings),
     )
 
 
@@ -62,6 +76,10 @@ def report(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "unknown state keys ignored", extra={"keys": sorted(request.state.model_extra)}
         )
     dependencies = _dependencies()
+    timeline = nist.read_timeline(request.execution_arn, dependencies.history.events)
+    if timeline.missing:
+        logger.warning("execution history not read", extra={"reason": timeline.missing})
+    incident = nist.incident_report(incident, timeline)
 
     if request.state.approval_error is not None:
         timed_out = dependencies.approvals.time_out(request.execution_name, incident.reported_at)
@@ -78,16 +96,25 @@ def report(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     incident = incidents.with_deliveries(incident, previous)
 
     keys = incidents.report_keys(incident)
-    dependencies.bucket.put(keys.json, incidents.render_json(incident), "application/json")
+    dependencies.bucket.put(keys.json, nist.render_json(incident), "application/json")
     dependencies.bucket.put(
-        keys.markdown, incidents.render_markdown(incident), "text/markdown; charset=utf-8"
+        keys.markdown, nist_markdown.render_markdown(incident), "text/markdown; charset=utf-8"
     )
+    dependencies.bucket.put(keys.html, nist_html.render_html(incident), "text/html; charset=utf-8")
     item = dependencies.incidents.upsert(
         incident.incident_id, lambda previous: incidents.incident_item(incident, keys, previous)
     )
     dependencies.bus.publish(
         naming.INCIDENT_REPORTED_DETAIL_TYPE,
         incidents.event_detail(incident, keys, dependencies.bucket.name),
+    )
+    # Last, once the incident is recorded and announced: neither can fail the report.
+    delivered = integrations.deliver(
+        incident,
+        request.state.event,
+        integrations.report_location(dependencies.bucket.name, keys.markdown),
+        hub=dependencies.security_hub,
+        cases=dependencies.thehive,
     )
 
     logger.info(
@@ -101,5 +128,6 @@ def report(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return {
         "incident_id": incident.incident_id,
         "outcome": incident.outcome.value,
-        "report_keys": {"json": keys.json, "markdown": keys.markdown},
+        "report_keys": keys.as_dict(),
+        **({"integrations": delivered} if delivered else {}),
     }

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,16 +24,14 @@ from cloud_sniper.domain.models import (
     Failure,
     Finding,
     Incident,
-    IndicatorHistory,
     Mode,
     Model,
     Outcome,
-    Resource,
-    severity_label,
 )
+from services.report.nist import IncidentReport, raw_finding, raw_value, render_json, summarize
 
-REPORT_SCHEMA = "cloud-sniper/incident-report"
-REPORT_VERSION = 1
+# The incident or its report: the merges keep the report's derived sections in step.
+IncidentT = TypeVar("IncidentT", bound=Incident)
 
 # A block queued for the WAF writer counts: the queue keeps it until the writer applies it.
 _EFFECTIVE = frozenset({ActionStatus.APPLIED, ActionStatus.ALREADY_APPLIED, ActionStatus.QUEUED})
@@ -90,6 +86,8 @@ class ReportRequest(Model):
     state: PipelineState
     execution_name: Annotated[str, Field(min_length=1)]
     execution_started_at: datetime
+    # The execution's ARN, to read its history; None from a state machine that does not pass it.
+    execution_arn: Annotated[str | None, Field(min_length=1)] = None
 
 
 class BlockRecord(BaseModel):
@@ -114,31 +112,23 @@ class BlockRecord(BaseModel):
 
 @dataclass(frozen=True)
 class ReportKeys:
-    """Where an execution's two reports are kept in the reports bucket."""
+    """Where an execution's reports are kept in the reports bucket."""
 
     json: str
     markdown: str
+    html: str
 
-
-@dataclass(frozen=True)
-class FindingSummary:
-    """The few facts a report shows first, from the finding or, failing that, the raw event."""
-
-    id: str | None
-    type: str | None
-    severity: float | None
-    severity_label: str | None
-    title: str | None
-    account_id: str | None
-    region: str | None
-    resource: str | None
+    def as_dict(self) -> dict[str, str]:
+        """The keys by format, as the handler's result and the event name them."""
+        return {"json": self.json, "markdown": self.markdown, "html": self.html}
 
 
 def outcome_of(state: PipelineState) -> tuple[Outcome, Failure | None]:
     """Judge how the execution ended, and why it failed when it did."""
     if state.failure is not None:
         return Outcome.FAILED, Failure(error=state.failure.error, cause=state.failure.cause or "")
-    if state.approval_error is not None:
+    # An answer to an escalated approval follows the first wait's timeout: the answer decides.
+    if state.approval_error is not None and state.approval is None:
         return Outcome.TIMED_OUT, None
 
     decision = state.decision
@@ -219,7 +209,7 @@ def build_incident(request: ReportRequest, reported_at: datetime) -> Incident:
     return with_deliveries(incident, None)
 
 
-def with_deliveries(incident: Incident, previous: Mapping[str, Any] | None) -> Incident:
+def with_deliveries(incident: IncidentT, previous: Mapping[str, Any] | None) -> IncidentT:
     """The incident with its finding's activity over this delivery and those recorded before.
 
     `previous` is the incidents table item. The count and last seen are the latest update's,
@@ -266,7 +256,7 @@ def wants_blocks_in_force(incident: Incident) -> bool:
     return incident.outcome is Outcome.FAILED and not incident.dry_run
 
 
-def with_blocks_in_force(incident: Incident, items: Iterable[Mapping[str, Any]]) -> Incident:
+def with_blocks_in_force(incident: IncidentT, items: Iterable[Mapping[str, Any]]) -> IncidentT:
     """The incident with its blocks in force (stored items) that none of its results names."""
     named = {action.block_id for action in incident.actions if action.block_id}
     started = incident.execution_started_at
@@ -311,95 +301,17 @@ def incident_id_of(state: PipelineState, execution_name: str) -> str:
     if state.finding is not None:
         return naming.incident_id(state.finding.source, state.finding.id)
     raw = raw_finding(state.event)
-    finding_id = _first(raw, "id", "Id")
+    finding_id = raw_value(raw, "id", "Id")
     if finding_id:
-        return naming.incident_id(str(_first(raw, "source") or "aws.guardduty"), str(finding_id))
+        source = raw_value(raw, "source") or "aws.guardduty"
+        return naming.incident_id(str(source), str(finding_id))
     return naming.incident_id("execution", execution_name)
-
-
-def raw_finding(event: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """The finding inside a delivery: an EventBridge event, a replay's detail, or a bare finding."""
-    current: Mapping[str, Any] = event or {}
-    # At most: event envelope, replay detail, the replayed event's envelope.
-    for _ in range(4):
-        inner = current.get("detail")
-        if not isinstance(inner, Mapping):
-            inner = current.get("finding")
-        if not isinstance(inner, Mapping):
-            break
-        current = inner
-    return current
-
-
-def summarize(incident: Incident) -> FindingSummary:
-    """The finding's main facts, read from the raw event when it could not be normalized."""
-    finding = incident.finding
-    if finding is not None:
-        return FindingSummary(
-            id=finding.id,
-            type=finding.type,
-            severity=finding.severity,
-            severity_label=finding.severity_label.value,
-            title=finding.title or None,
-            account_id=finding.account_id,
-            region=finding.region,
-            resource=describe_resource(finding.resource),
-        )
-
-    raw = raw_finding(incident.event)
-    severity = _first(raw, "severity", "Severity")
-    if not isinstance(severity, int | float) or isinstance(severity, bool):
-        severity = None
-    resource = _first(raw, "resource", "Resource")
-    return FindingSummary(
-        id=_text(_first(raw, "id", "Id")),
-        type=_text(_first(raw, "type", "Type")),
-        severity=severity,
-        severity_label=severity_label(severity).value if severity is not None else None,
-        title=_text(_first(raw, "title", "Title")),
-        account_id=_text(_first(raw, "accountId", "AccountId", "account_id")),
-        region=_text(_first(raw, "region", "Region")),
-        resource=_describe_raw_resource(resource) if isinstance(resource, Mapping) else None,
-    )
-
-
-def describe_resource(resource: Resource) -> str:
-    """Name the affected resource: its type and what identifies it."""
-    identity = (
-        resource.instance_id
-        or resource.access_key_id
-        or resource.principal
-        or resource.cluster
-        or resource.function_name
-        or resource.db_instance_id
-        or ", ".join(resource.bucket_names)
-    )
-    return f"{resource.kind} {identity}" if identity else resource.kind
 
 
 def report_keys(incident: Incident) -> ReportKeys:
     """The bucket keys of the execution's reports: one folder per incident, one name per run."""
     base = f"reports/{incident.incident_id}/{incident.execution_name or 'execution'}"
-    return ReportKeys(json=f"{base}.json", markdown=f"{base}.md")
-
-
-def render_json(incident: Incident) -> str:
-    """The incident as a versioned JSON document."""
-    document = {
-        "schema": REPORT_SCHEMA,
-        "version": REPORT_VERSION,
-        **incident.model_dump(mode="json"),
-    }
-    return json.dumps(document, indent=2) + "\n"
-
-
-def read_json(text: str) -> Incident:
-    """Read back a document written by render_json, refusing other schemas and versions."""
-    document = json.loads(text)
-    schema, version = document.pop("schema", None), document.pop("version", None)
-    if (schema, version) != (REPORT_SCHEMA, REPORT_VERSION):
-        raise ValueError(f"not a {REPORT_SCHEMA} v{REPORT_VERSION} document: {schema} v{version}")
-    return Incident.model_validate(document)
+    return ReportKeys(json=f"{base}.json", markdown=f"{base}.md", html=f"{base}.html")
 
 
 def event_detail(incident: Incident, keys: ReportKeys, bucket: str) -> dict[str, Any]:
@@ -417,12 +329,12 @@ def event_detail(incident: Incident, keys: ReportKeys, bucket: str) -> dict[str,
             for action in incident.actions
         ],
         "report_bucket": bucket,
-        "report_keys": {"json": keys.json, "markdown": keys.markdown},
+        "report_keys": keys.as_dict(),
     }
 
 
 def incident_item(
-    incident: Incident, keys: ReportKeys, previous: Mapping[str, Any] | None
+    incident: IncidentReport, keys: ReportKeys, previous: Mapping[str, Any] | None
 ) -> dict[str, Any] | None:
     """The incidents table item after this report, or None when the stored one must stay.
 
@@ -457,311 +369,7 @@ def incident_item(
     return item
 
 
-def render_markdown(incident: Incident) -> str:
-    """The incident as a report a person reads from top to bottom."""
-    sections = [
-        _summary_section(incident),
-        _deliveries_section(incident),
-        _indicators_section(incident),
-        _attack_section(incident),
-        _decision_section(incident),
-        _approval_section(incident),
-        _actions_section(incident),
-        _failure_section(incident),
-        _timeline_section(incident),
-    ]
-    return "\n\n".join(section for section in sections if section) + "\n"
-
-
-def failure_message(cause: str) -> str:
-    """Read a failure's cause: a Lambda error's JSON is shortened to its type and message."""
-    try:
-        error = json.loads(cause)
-    except ValueError:
-        return cause
-    if isinstance(error, Mapping) and "errorMessage" in error:
-        kind = error.get("errorType")
-        return f"{kind}: {error['errorMessage']}" if kind else str(error["errorMessage"])
-    return cause
-
-
-def _summary_section(incident: Incident) -> str:
-    summary = summarize(incident)
-    decision = incident.decision
-    severity = "–"
-    if summary.severity is not None:
-        severity = f"{summary.severity:g}"
-        if summary.severity_label:
-            severity += f" ({summary.severity_label})"
-
-    rows = [
-        ("Finding", _code(summary.id)),
-        ("Type", _cell(summary.type)),
-        ("Severity", severity),
-        ("Title", _cell(summary.title)),
-        ("Account", _cell(summary.account_id)),
-        ("Region", _cell(summary.region)),
-        ("Resource", _cell(summary.resource)),
-        *_deliveries_rows(incident),
-        ("Decision", _cell(_decision_line(decision)) if decision else "none"),
-        ("Outcome", f"**{incident.outcome.value}**"),
-        ("Execution", _code(incident.execution_name)),
-    ]
-    lines = [f"# Incident {incident.incident_id}: {incident.outcome.value}", ""]
-    if incident.dry_run:
-        lines += ["> Dry run: actions were planned and recorded, nothing was changed.", ""]
-    if incident.finding is None:
-        lines += ["> The delivery could not be read as a finding: this is from the raw event.", ""]
-    lines += _table(("", ""), rows)
-    return "\n".join(lines)
-
-
-def _deliveries_rows(incident: Incident) -> list[tuple[str, str]]:
-    deliveries = incident.deliveries
-    finding = incident.finding
-    if deliveries is None and finding is None:
-        return []
-    if deliveries is None:
-        # A report written before deliveries were recorded: this delivery alone.
-        deliveries = Deliveries(
-            count=finding.count, first_seen=finding.first_seen, last_seen=finding.last_seen
-        )
-    return [
-        ("Count", str(deliveries.count) if deliveries.count is not None else "–"),
-        ("First seen", _when(deliveries.first_seen) if deliveries.first_seen else "–"),
-        ("Last seen", _when(deliveries.last_seen) if deliveries.last_seen else "–"),
-        ("Deliveries", str(deliveries.total)),
-    ]
-
-
-def _deliveries_section(incident: Incident) -> str:
-    deliveries = incident.deliveries
-    if deliveries is None or deliveries.total < 2:
-        return ""
-    lines = ["## Deliveries", ""]
-    shown = len(deliveries.history)
-    if shown < deliveries.total:
-        lines += [f"The last {shown} of {deliveries.total} deliveries:", ""]
-    else:
-        lines += ["GuardDuty delivered the finding again as the activity went on:", ""]
-    rows = [
-        (
-            _when(delivery.updated_at) if delivery.updated_at else "not read",
-            str(delivery.count) if delivery.count is not None else "–",
-            _when(delivery.last_seen) if delivery.last_seen else "–",
-            _code(delivery.execution_name)
-            + (" (this report)" if delivery.execution_name == incident.execution_name else ""),
-        )
-        for delivery in deliveries.history
-    ]
-    lines += _table(("Updated", "Count", "Last seen", "Execution"), rows)
-    return "\n".join(lines)
-
-
-def _indicators_section(incident: Incident) -> str:
-    lines = ["## Indicators", ""]
-    finding = incident.finding
-    if finding is None:
-        return "\n".join([*lines, "Not known: the finding was not read."])
-    if not finding.indicators:
-        return "\n".join([*lines, "The finding names no indicator."])
-
-    histories: dict[tuple[str, str], IndicatorHistory] = {
-        (history.kind.value, history.value): history
-        for history in (incident.enrichment.indicators if incident.enrichment else [])
-    }
-    rows = []
-    for indicator in finding.indicators:
-        history = histories.get((indicator.kind.value, indicator.value))
-        rows.append(
-            (
-                _code(indicator.value),
-                indicator.kind.value,
-                indicator.role.value,
-                _cell(", ".join(indicator.threat_lists)),
-                *(_history_cells(history) if history else ("–",) * 6),
-            )
-        )
-    header = (
-        "Indicator",
-        "Kind",
-        "Role",
-        "Threat lists",
-        "Seen before",
-        "Sightings before",
-        "First seen",
-        "Last seen",
-        "Blocked before",
-        "Block state",
-    )
-    lines += _table(header, rows)
-    if incident.enrichment is None:
-        lines += ["", "No history: the enrich step did not run."]
-    return "\n".join(lines)
-
-
-def _decision_section(incident: Incident) -> str:
-    decision = incident.decision
-    lines = ["## Decision", ""]
-    if decision is None:
-        return "\n".join([*lines, "No decision was made."])
-
-    lines.append(f"- Mode: **{decision.mode.value}**")
-    if decision.priority.value != "normal":
-        lines.append(f"- Priority: **{decision.priority.value}**")
-    lines.append(f"- Reason: {_inline(decision.reason)}")
-    if decision.rule:
-        lines.append(f"- Rule: {_code(decision.rule)}")
-    if decision.approval_timeout_seconds:
-        lines.append(f"- Approval timeout: {decision.approval_timeout_seconds} s")
-    if decision.actions:
-        rows = [
-            (
-                action.kind.value,
-                _code(action.target),
-                f"{action.ttl_seconds} s" if action.ttl_seconds else "–",
-            )
-            for action in decision.actions
-        ]
-        lines += ["", "### Planned actions", "", *_table(("Kind", "Target", "Block for"), rows)]
-    if decision.unavailable:
-        rows = [(action.kind.value, _code(action.target)) for action in decision.unavailable]
-        lines += [
-            "",
-            "### Planned, not yet available",
-            "",
-            "The policy asks for these; this version of Cloud Sniper does not carry them out.",
-            "",
-            *_table(("Kind", "Target"), rows),
-        ]
-    if decision.refusals:
-        rows = [
-            (_cell(refusal.kind), _code(refusal.target), _cell(refusal.reason))
-            for refusal in decision.refusals
-        ]
-        lines += ["", "### Refusals", "", *_table(("Kind", "Target", "Reason"), rows)]
-    return "\n".join(lines)
-
-
-def _attack_section(incident: Incident) -> str:
-    attack = incident.enrichment.attack if incident.enrichment else None
-    if attack is None:
-        return ""
-    rows = [("Tactic", t.id, _cell(t.name)) for t in attack.tactics]
-    rows += [("Technique", t.id, _cell(t.name)) for t in attack.techniques]
-    return "\n".join(
-        [
-            "## MITRE ATT&CK",
-            "",
-            f"ATT&CK Enterprise {attack.attack_version}: {_inline(attack.reason)}",
-            "",
-            *_table(("", "Id", "Name"), rows),
-        ]
-    )
-
-
-def _approval_section(incident: Incident) -> str:
-    approval = incident.approval
-    lines = ["## Approval", ""]
-    if approval is not None:
-        lines.append(f"- Status: **{approval.status.value}**")
-        lines.append(f"- Approval: {_code(approval.approval_id)}")
-        lines.append(f"- Requested: {_when(approval.requested_at)}")
-        if approval.approver:
-            lines.append(f"- By: {_inline(approval.approver)}")
-        if approval.answered_at:
-            lines.append(f"- Answered: {_when(approval.answered_at)}")
-        if approval.reason:
-            lines.append(f"- Why: {_inline(approval.reason)}")
-        lines.append(f"- Expires: {_when(approval.expires_at)}")
-        return "\n".join(lines)
-    if incident.outcome is Outcome.TIMED_OUT:
-        timeout = incident.decision.approval_timeout_seconds if incident.decision else None
-        within = f" within {timeout} s" if timeout else ""
-        return "\n".join([*lines, f"No one answered the approval request{within}; it timed out."])
-    if incident.decision is not None and incident.decision.mode is Mode.APPROVAL:
-        return "\n".join([*lines, "Requested, but no answer reached the report."])
-    return ""
-
-
-def _actions_section(incident: Incident) -> str:
-    lines = ["## Actions", ""]
-    if incident.actions:
-        rows = [
-            (
-                action.kind.value,
-                _code(action.target),
-                action.status.value,
-                _cell(action.detail),
-                _when(action.expires_at) if action.expires_at else "–",
-            )
-            for action in incident.actions
-        ]
-        lines += _table(("Kind", "Target", "Status", "Detail", "Expires"), rows)
-    elif incident.blocks_in_force:
-        lines.append("No action result reached the report.")
-    else:
-        lines.append("No action was run.")
-
-    if incident.blocks_in_force:
-        rows = [
-            (
-                block.kind.value,
-                _code(block.target),
-                "in force",
-                _cell(block.detail),
-                _when(block.expires_at) if block.expires_at else "–",
-            )
-            for block in incident.blocks_in_force
-        ]
-        lines += [
-            "",
-            "### Blocks in force",
-            "",
-            "Applied for this incident before this report, and not lifted yet:",
-            "",
-            *_table(("Kind", "Target", "Status", "Detail", "Expires"), rows),
-        ]
-    return "\n".join(lines)
-
-
-def _failure_section(incident: Incident) -> str:
-    failure = incident.failure
-    if failure is None:
-        return ""
-    message = failure_message(failure.cause) if failure.cause else "no cause given"
-    return "\n".join(["## Failure", "", f"- Error: {_code(failure.error)}", "", _fenced(message)])
-
-
-def _timeline_section(incident: Incident) -> str:
-    events: list[tuple[datetime, str]] = []
-    finding = incident.finding
-    if finding is not None:
-        events.append((finding.created_at, "finding created by GuardDuty"))
-        if finding.updated_at != finding.created_at:
-            events.append((finding.updated_at, "finding last updated by GuardDuty"))
-    if incident.received_at:
-        events.append((incident.received_at, "finding received"))
-    if incident.execution_started_at:
-        events.append((incident.execution_started_at, "execution started"))
-    if incident.approval is not None:
-        events.append((incident.approval.requested_at, "approval requested"))
-        if incident.approval.answered_at:
-            status = incident.approval.status.value
-            events.append((incident.approval.answered_at, f"approval answered: {status}"))
-    for action in incident.actions:
-        events.append((action.at, f"{action.kind.value} {action.target}: {action.status.value}"))
-    for block in incident.blocks_in_force:
-        state = "applied" if block.status is ActionStatus.APPLIED else block.status.value
-        events.append((block.at, f"{block.kind.value} {block.target}: {state}, still in force"))
-    events.append((incident.reported_at, f"reported: {incident.outcome.value}"))
-
-    events.sort(key=lambda event: _utc(event[0]))
-    rows = [(_when(at), _cell(what)) for at, what in events]
-    return "\n".join(["## Timeline", "", *_table(("When", "What"), rows)])
-
-
-def _summary_item(incident: Incident, keys: ReportKeys) -> dict[str, Any]:
+def _summary_item(incident: IncidentReport, keys: ReportKeys) -> dict[str, Any]:
     summary = summarize(incident)
     item: dict[str, Any] = {
         "incident_id": incident.incident_id,
@@ -779,6 +387,7 @@ def _summary_item(incident: Incident, keys: ReportKeys) -> dict[str, Any]:
         "reported_at": _iso(incident.reported_at),
         "report_json_key": keys.json,
         "report_markdown_key": keys.markdown,
+        "report_html_key": keys.html,
         "report": render_json(incident),
     }
     return {key: value for key, value in item.items() if value is not None}
@@ -824,92 +433,13 @@ def _datetime(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
-def _decision_line(decision: Decision) -> str:
-    rule = f" (rule {decision.rule})" if decision.rule else ""
-    return f"{decision.mode.value}: {decision.reason}{rule}"
-
-
-def _history_cells(history: IndicatorHistory) -> tuple[str, ...]:
-    return (
-        "yes" if history.seen_before else "no",
-        str(history.sightings),
-        _when(history.first_seen) if history.seen_before else "–",
-        _when(history.last_seen) if history.seen_before else "–",
-        "yes" if history.blocked_before else "no",
-        _cell(history.block_state),
-    )
-
-
 def _result_reason(result: ActionResult) -> str:
     detail = f" ({result.detail})" if result.detail else ""
     return f"{result.kind.value} {result.target}: {result.status.value}{detail}"
 
 
-def _describe_raw_resource(resource: Mapping[str, Any]) -> str | None:
-    kind = _text(_first(resource, "resourceType", "ResourceType"))
-    instance = _first(resource, "instanceDetails", "InstanceDetails") or {}
-    key = _first(resource, "accessKeyDetails", "AccessKeyDetails") or {}
-    identity = _first(instance, "instanceId", "InstanceId") or _first(
-        key, "accessKeyId", "AccessKeyId"
-    )
-    parts = [part for part in (kind, _text(identity)) if part]
-    return " ".join(parts) or None
-
-
-def _first(mapping: Any, *names: str) -> Any:
-    if not isinstance(mapping, Mapping):
-        return None
-    for name in names:
-        if mapping.get(name) not in (None, ""):
-            return mapping[name]
-    return None
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
-    header = list(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
-# Text from findings and approvers goes into tables and lists: it must not break their layout.
-_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
-
-
-def _inline(text: str) -> str:
-    return _LINE_BREAKS.sub(" ", text).strip()
-
-
-def _cell(text: str | None) -> str:
-    if not text:
-        return "–"
-    return _inline(text).replace("|", "\\|")
-
-
-def _code(text: str | None) -> str:
-    if not text:
-        return "–"
-    text = _inline(text).replace("|", "\\|")
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    padding = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{padding}{text}{padding}{fence}"
-
-
-def _fenced(text: str) -> str:
-    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    return f"{fence}\n{text}\n{fence}"
-
-
 def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
-def _when(at: datetime) -> str:
-    return _utc(at).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _iso(at: datetime | None) -> str | None:

@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 
-from cloud_sniper.approvals import answer
-from cloud_sniper.cli import EndpointSession
+from cloud_sniper.approvals import local_api
 from cloud_sniper.domain import naming
 from cloud_sniper.local import pipeline
-from cloud_sniper.local.runtime import REGION
 from services.decide import adapters as decide_adapters
 from services.decide import handler as decide_handler
 from services.mitigate import handler as mitigate_handler
@@ -29,7 +27,6 @@ pytestmark = pytest.mark.e2e
 FINDINGS = 10
 ADDRESSES_PER_FINDING = 100
 FLOODED = FINDINGS * ADDRESSES_PER_FINDING
-APPROVER = "arn:aws:iam::123456789012:user/analyst"
 
 
 def flood_policy(blocks_per_hour: int) -> dict[str, Any]:
@@ -158,9 +155,9 @@ def test_a_flood_of_1000_addresses_is_blocked_in_few_writes_within_its_budget(
     )
 
     # When a person approves them
-    session = EndpointSession(clients, REGION)
+    api = local_api(clients)
     for result in asked:
-        answer(session, result.approval_id, approve=True, reason="flood", approver=APPROVER)
+        api.approve(result.approval_id, reason="flood")
     pipeline.wait(clients, [result.submission for result in asked], timeout=600)
     assert pipeline.wait_for_waf_writer(clients, timeout=180), "the WAF writer did not drain"
 

@@ -8,14 +8,14 @@ import time
 from typing import Any
 
 import pytest
+from botocore.credentials import Credentials
 
-from cloud_sniper.approvals import ApprovalError, answer
-from cloud_sniper.cli import EndpointSession
+from cloud_sniper.approvals import ApprovalError, ApprovalsApi, local_api
 from cloud_sniper.domain import naming
 from cloud_sniper.local import pipeline
 from cloud_sniper.local.demo import DEMO_FAULTS
 from cloud_sniper.local.faults import FaultRule, set_faults
-from cloud_sniper.local.runtime import REGION
+from cloud_sniper.local.runtime import ACCOUNT, LOCAL_APPROVER
 
 pytestmark = pytest.mark.e2e
 
@@ -28,11 +28,24 @@ def run(clients: Any, *documents: dict[str, Any], dry_run: bool = False) -> list
     return pipeline.wait(clients, submissions, timeout=90)
 
 
+# Who answers through the local approvals API: the local caller, in the approvers group.
+APPROVER = f"arn:aws:iam::{ACCOUNT}:user/{LOCAL_APPROVER}"
+
+
 def respond(clients: Any, result: pipeline.Result, approve: bool, reason: str) -> pipeline.Result:
-    session = EndpointSession(clients, REGION)
-    approver = "arn:aws:iam::123456789012:user/analyst"
-    answer(session, result.approval_id, approve=approve, reason=reason, approver=approver)
+    """Answer through the approvals API, signed as a person's command signs, then follow it."""
+    api = local_api(clients)
+    (api.approve if approve else api.deny)(result.approval_id, reason)
     return pipeline.wait(clients, [result.submission], timeout=90)[0]
+
+
+def markdown_report(clients: Any, result: pipeline.Result) -> str:
+    """The incident's Markdown report, where the execution's report step wrote it."""
+    sfn = clients("stepfunctions")
+    arn = pipeline.execution_arn(clients, result.submission.execution_name)
+    keys = json.loads(sfn.describe_execution(executionArn=arn)["output"])["report"]["report_keys"]
+    bucket = pipeline.reports_bucket(clients)
+    return clients("s3").get_object(Bucket=bucket, Key=keys["markdown"])["Body"].read().decode()
 
 
 def waf_addresses(clients: Any, version: int) -> set[str]:
@@ -146,12 +159,25 @@ def test_approval_path_waits_then_blocks_on_approve(clients, demo, variant):
     assert waiting.approval_id
     assert "81.2.69.160/32" not in waf_addresses(clients, 4)
 
-    # And when an analyst approves, the execution resumes and blocks
+    # And when an analyst approves through the approvals API, the execution resumes and blocks
     done = respond(clients, waiting, approve=True, reason="known scanner")
     assert done.incident["outcome"] == "mitigated"
-    assert done.incident["approval"]["approver"] == "arn:aws:iam::123456789012:user/analyst"
-    assert done.incident["approval"]["reason"] == "known scanner"
     assert "81.2.69.160/32" in waf_addresses(clients, 4)
+
+    # And the report names the approver, the principal that signed the request, and why
+    assert done.incident["approval"]["status"] == "approved"
+    assert done.incident["approval"]["approver"] == APPROVER
+    assert done.incident["approval"]["reason"] == "known scanner"
+    report = markdown_report(clients, done)
+    assert APPROVER in report and "known scanner" in report
+
+    # And its timeline, read from the execution's own history, shows the wait for the answer
+    timeline = done.incident["timeline"]
+    assert timeline["missing"] is None
+    states = [visit["name"] for visit in timeline["states"]]
+    assert {"Decide", "RequestApproval", "Mitigate"} <= set(states)
+    assert states[-1] == "Report"
+    assert done.incident["response_times"]["approval_wait"] > 0
 
 
 def test_approval_path_stops_on_deny_and_a_second_answer_is_refused(clients, demo, variant):
@@ -162,12 +188,48 @@ def test_approval_path_stops_on_deny_and_a_second_answer_is_refused(clients, dem
     # When an analyst denies it
     done = respond(clients, waiting, approve=False, reason="partner address")
 
-    # Then nothing is blocked, the report says denied and why, and answering again fails
+    # Then nothing is blocked, and the report says denied, by whom and why
     assert done.incident["outcome"] == "denied"
-    assert done.incident["approval"]["reason"] == "partner address"
     assert "216.160.83.56/32" not in waf_addresses(clients, 4)
-    with pytest.raises(ApprovalError):
+    approval = done.incident["approval"]
+    assert (approval["status"], approval["approver"]) == ("denied", APPROVER)
+    assert approval["reason"] == "partner address"
+    report = markdown_report(clients, done)
+    assert APPROVER in report and "partner address" in report
+
+    # And the denial reached the execution as a failed task, caught into the report
+    sfn = clients("stepfunctions")
+    arn = pipeline.execution_arn(clients, waiting.submission.execution_name)
+    history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    failures = [e["taskFailedEventDetails"] for e in history if e["type"] == "TaskFailed"]
+    assert [failure["error"] for failure in failures] == [naming.APPROVAL_DENIED_ERROR]
+
+    # And answering again is refused: the first answer stands
+    with pytest.raises(ApprovalError) as refused:
         respond(clients, waiting, approve=True, reason="changed my mind")
+    assert refused.value.status == 409
+    assert "already answered: denied" in str(refused.value)
+
+
+def test_the_local_approvals_api_answers_only_approvers(clients):
+    # Given an IAM user of the account who is not in the approvers group
+    iam = clients("iam")
+    iam.create_user(UserName="intern")
+    key = iam.create_access_key(UserName="intern")["AccessKey"]
+    api = local_api(clients)
+    outsider = ApprovalsApi(
+        api.url, Credentials(key["AccessKeyId"], key["SecretAccessKey"]), api.region
+    )
+
+    # When each lists the approvals, then the local caller may and the intern may not
+    assert isinstance(api.list("all"), list)
+    with pytest.raises(ApprovalError) as refused:
+        outsider.list()
+    assert refused.value.status == 403
+    assert (
+        f"user/intern is not an approver: an administrator adds the user to the IAM group "
+        f"{naming.APPROVERS_GROUP}" in str(refused.value)
+    )
 
 
 def test_notify_path_only_reports(clients, demo, variant):
@@ -394,7 +456,12 @@ def test_expired_blocks_are_lifted_by_the_deployed_expiry_function(clients, demo
     assert indicator["block_state"]["S"] == "expired"
 
 
-def test_the_local_runtime_runs_the_expiry_schedule(cloud):
+def test_the_local_runtime_runs_the_deployed_schedules(cloud):
     schedules = {schedule.function_name: schedule.every_seconds for schedule in cloud.schedules()}
 
-    assert schedules == {naming.FUNCTIONS["expire"]: 15 * 60}
+    # The expiry every 15 minutes, the beacon scan on Athena every 6 hours, the summary weekly
+    assert schedules == {
+        naming.FUNCTIONS["expire"]: 15 * 60,
+        naming.FUNCTIONS["beacons"]: 6 * 3600,
+        naming.FUNCTIONS["summary"]: 7 * 24 * 3600,
+    }

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from cloud_sniper.local.account import load_estate
-from cloud_sniper.local.runtime import client_factory
+from cloud_sniper.local.runtime import ACCOUNT, LOCAL_APPROVER, client_factory
 from cloud_sniper.local.server import ServerStatus
 
 pytestmark = pytest.mark.e2e
@@ -178,6 +178,27 @@ def test_the_approved_demo_isolates_the_instance_revokes_the_keys_and_closes_the
     # And the notify path is still shown, by the CloudTrail finding
     trail = by_type(findings, "Stealth:IAMUser/CloudTrailLoggingDisabled")
     assert (trail["decision"]["mode"], trail["outcome"]) == ("notify", "notified")
+
+
+def test_the_demos_approvals_were_answered_through_the_approvals_api(cli, demo):
+    # When a person lists the approved approvals from another process, and shows one
+    approved = cli.json("approvals", "list", "--status", "approved")
+    waiting = [finding for finding in demo["findings"] if finding["decision"]["mode"] == "approval"]
+    shown = cli("approvals", "show", approved[0]["approval_id"])
+
+    # Then each approval the demo asked for was approved by the local caller, with the reason
+    assert len(approved) == len(waiting)
+    approver = f"arn:aws:iam::{ACCOUNT}:user/{LOCAL_APPROVER}"
+    assert {item["approver"] for item in approved} == {approver}
+    assert {item["reason"] for item in approved} == {"approved by `cloud-sniper demo --approve`"}
+    assert all("token" not in item for item in approved)
+    assert shown.returncode == 0, shown.stderr
+    assert f"by {approver}" in shown.stdout
+
+    # And answering one again is refused with the first answer, the exit status saying so
+    again = cli("approvals", "deny", approved[0]["approval_id"], "--reason", "second thoughts")
+    assert again.returncode == 1
+    assert "was already answered: approved" in again.stderr
 
 
 def test_actions_list_shows_what_the_catalogue_did(cli, demo, estate):

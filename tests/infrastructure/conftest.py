@@ -107,7 +107,7 @@ class Assembly:
         role_id = properties["Role"]["Fn::GetAtt"][0]
         found = set()
         for policy in self.resources(stack, "AWS::IAM::Policy").values():
-            if {"Ref": role_id} not in policy["Properties"]["Roles"]:
+            if {"Ref": role_id} not in policy["Properties"].get("Roles", []):
                 continue
             for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
                 assert statement["Effect"] == "Allow" and "Condition" not in statement
@@ -129,6 +129,7 @@ _NAME_PROPERTIES = (
     "LogGroupName",
     "StateMachineName",
     "LayerName",
+    "GroupName",
     "Name",
 )
 

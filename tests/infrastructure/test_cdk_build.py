@@ -140,6 +140,9 @@ def test_layer_requirements_are_pinned_to_this_environment():
     assert build.layer_requirements() == [
         f"aws-lambda-powertools=={metadata.version('aws-lambda-powertools')}",
         f"pydantic=={metadata.version('pydantic')}",
+        f"jinja2=={metadata.version('jinja2')}",
+        f"pygal=={metadata.version('pygal')}",
+        f"thehive4py=={metadata.version('thehive4py')}",
     ]
 
 

@@ -113,8 +113,15 @@ EXPECTED = {
         ),
     },
     "request_approval": {
-        (("dynamodb:PutItem",), (TABLE.format(naming.APPROVALS_TABLE),)),
-        (("sns:Publish",), (f"<AWS::SNS::Topic {naming.APPROVAL_TOPIC}>",)),
+        # PutItem for a request, UpdateItem for its escalation.
+        (("dynamodb:PutItem", "dynamodb:UpdateItem"), (TABLE.format(naming.APPROVALS_TABLE),)),
+        (
+            ("sns:Publish",),
+            (
+                f"<AWS::SNS::Topic {naming.APPROVAL_ESCALATION_TOPIC}>",
+                f"<AWS::SNS::Topic {naming.APPROVAL_TOPIC}>",
+            ),
+        ),
     },
     "mitigate": blocks_statements(
         "ec2:CreateNetworkAclEntry", "ec2:DeleteNetworkAclEntry", discards=True
@@ -163,6 +170,106 @@ EXPECTED = {
                 f"arn:<AWS::Partition>:s3:::{naming.PREFIX}-reports-<AWS::AccountId>-<AWS::Region>/*",
             ),
         ),
+        (
+            ("events:PutEvents",),
+            (f"arn:<AWS::Partition>:events:{ACCOUNT}:event-bus/{naming.EVENT_BUS}",),
+        ),
+        # The finding's workflow status and note: on by default, TheHive off by default.
+        (
+            ("securityhub:BatchUpdateFindings",),
+            (f"arn:<AWS::Partition>:securityhub:{ACCOUNT}:hub/default",),
+        ),
+        # Its own execution's history, for the report's timeline: the pipeline's executions only.
+        (
+            ("states:GetExecutionHistory",),
+            (f"arn:<AWS::Partition>:states:{ACCOUNT}:execution:{naming.STATE_MACHINE}:*",),
+        ),
+    },
+    # Reads by scan, writes under summaries/ alone.
+    "summary": {
+        (
+            ("dynamodb:Scan",),
+            tuple(
+                sorted(
+                    TABLE.format(name)
+                    for name in (
+                        naming.ACTIONS_TABLE,
+                        naming.BLOCKS_TABLE,
+                        naming.INCIDENTS_TABLE,
+                    )
+                )
+            ),
+        ),
+        (
+            ("s3:PutObject",),
+            (
+                f"arn:<AWS::Partition>:s3:::{naming.PREFIX}-reports-<AWS::AccountId>-"
+                "<AWS::Region>/summaries/*",
+            ),
+        ),
+    },
+    # Reads and answers approvals, resumes the pipeline's waiting tasks, reads the approvers.
+    "approvals": {
+        (
+            ("dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"),
+            (TABLE.format(naming.APPROVALS_TABLE),),
+        ),
+        (
+            ("states:SendTaskFailure", "states:SendTaskSuccess"),
+            (f"arn:<AWS::Partition>:states:{ACCOUNT}:stateMachine:{naming.STATE_MACHINE}",),
+        ),
+        (("iam:GetGroup",), (f"<AWS::IAM::Group {naming.APPROVERS_GROUP}.Arn>",)),
+        (("iam:GetRole",), ("arn:<AWS::Partition>:iam::<AWS::AccountId>:role/*",)),
+    },
+    # Runs the scan's queries in its workgroup (Athena reads the flow logs and writes the
+    # results with the function's credentials), finds the sources' instances, publishes.
+    "beacons": {
+        (
+            (
+                "athena:GetQueryExecution",
+                "athena:GetQueryResults",
+                "athena:StartQueryExecution",
+                "athena:StopQueryExecution",
+            ),
+            (f"arn:<AWS::Partition>:athena:{ACCOUNT}:workgroup/{naming.BEACONS_WORKGROUP}",),
+        ),
+        (
+            ("glue:GetDatabase", "glue:GetTable"),
+            (
+                f"arn:<AWS::Partition>:glue:{ACCOUNT}:catalog",
+                f"arn:<AWS::Partition>:glue:{ACCOUNT}:database/{naming.FLOW_LOGS_DATABASE}",
+                f"arn:<AWS::Partition>:glue:{ACCOUNT}:table/{naming.FLOW_LOGS_DATABASE}/"
+                f"{naming.FLOW_LOGS_TABLE}",
+            ),
+        ),
+        (
+            ("s3:GetObject",),
+            (
+                f"arn:<AWS::Partition>:s3:::{naming.PREFIX}-flow-logs-<AWS::AccountId>-"
+                "<AWS::Region>/AWSLogs/aws-account-id=<AWS::AccountId>/aws-service=vpcflowlogs/"
+                "aws-region=<AWS::Region>/*",
+            ),
+        ),
+        (
+            ("s3:GetBucketLocation", "s3:ListBucket"),
+            (
+                f"arn:<AWS::Partition>:s3:::{naming.PREFIX}-flow-logs-<AWS::AccountId>-<AWS::Region>",
+            ),
+        ),
+        (
+            (
+                "s3:AbortMultipartUpload",
+                "s3:GetObject",
+                "s3:ListMultipartUploadParts",
+                "s3:PutObject",
+            ),
+            ("<AWS::S3::Bucket QueryResults655BC675.Arn>/queries/*",),
+        ),
+        (
+            ("s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"),
+            ("<AWS::S3::Bucket QueryResults655BC675.Arn>",),
+        ),
+        (("ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces"), ("*",)),
         (
             ("events:PutEvents",),
             (f"arn:<AWS::Partition>:events:{ACCOUNT}:event-bus/{naming.EVENT_BUS}",),

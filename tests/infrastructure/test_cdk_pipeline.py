@@ -70,6 +70,11 @@ def test_states_are_named_for_the_people_reading_the_console(definition):
         "Mode?",
         "Mitigate",
         "RequestApproval",
+        "Escalate?",
+        "EscalateApproval",
+        # A denial (a failed wait) read back into $.approval, for the report.
+        "ReadDenial",
+        "ApprovalDenied",
         "Approved?",
         "Report",
         "ReportFailed",
@@ -133,16 +138,20 @@ def test_request_approval_waits_for_the_task_token(definition):
     assert step["Retry"] == RETRY
 
 
-def test_an_unanswered_approval_times_out_into_the_report(definition):
+def test_an_unanswered_approval_times_out_into_the_policys_choice(definition):
     step = definition["States"]["RequestApproval"]
 
-    # The decision carries the matched rule's approval timeout, or the policy's default
+    # The decision carries the matched rule's approval timeout, or the policy's default; on
+    # timeout the policy's choice (deny or escalate) is read next
     assert step["TimeoutSecondsPath"] == "$.decision.approval_timeout_seconds"
     assert "TimeoutSeconds" not in step
-    assert step["Catch"] == [
-        {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.approval_error", "Next": "Report"},
-        *CATCH_TO_REPORT,
-    ]
+    timeout, *_, failure = step["Catch"]
+    assert timeout == {
+        "ErrorEquals": ["States.Timeout"],
+        "ResultPath": "$.approval_error",
+        "Next": "Escalate?",
+    }
+    assert [failure] == CATCH_TO_REPORT
 
 
 def test_only_an_approved_request_is_mitigated(definition):
@@ -164,6 +173,8 @@ def test_report_receives_the_whole_state_and_the_execution(definition):
         "state.$": "$",
         "execution_name.$": "$$.Execution.Name",
         "execution_started_at.$": "$$.Execution.StartTime",
+        # The report reads the execution's history by its ARN, for its timeline.
+        "execution_arn.$": "$$.Execution.Id",
     }
     assert report["ResultPath"] == "$.report"
     assert report["End"] is True

@@ -430,6 +430,7 @@ ENVIRONMENT = {
     "request_approval": {
         "APPROVALS_TABLE": naming.APPROVALS_TABLE,
         "APPROVAL_TOPIC_ARN": f"<AWS::SNS::Topic {naming.APPROVAL_TOPIC}>",
+        "ESCALATION_TOPIC_ARN": f"<AWS::SNS::Topic {naming.APPROVAL_ESCALATION_TOPIC}>",
     },
     "mitigate": MITIGATION_ENV,
     "expire": MITIGATION_ENV,
@@ -445,6 +446,29 @@ ENVIRONMENT = {
         "BLOCKS_TABLE": naming.BLOCKS_TABLE,
         "REPORTS_BUCKET": f"{naming.PREFIX}-reports-<AWS::AccountId>-<AWS::Region>",
         "EVENT_BUS_NAME": naming.EVENT_BUS,
+        # On by default; TheHive's settings only when its context is given.
+        "SECURITY_HUB_UPDATES": "true",
+    },
+    "summary": {
+        "INCIDENTS_TABLE": naming.INCIDENTS_TABLE,
+        "BLOCKS_TABLE": naming.BLOCKS_TABLE,
+        "ACTIONS_TABLE": naming.ACTIONS_TABLE,
+        "REPORTS_BUCKET": f"{naming.PREFIX}-reports-<AWS::AccountId>-<AWS::Region>",
+        "SUMMARY_PERIOD_DAYS": "7",
+    },
+    "approvals": {
+        "APPROVALS_TABLE": naming.APPROVALS_TABLE,
+        "APPROVERS_GROUP": naming.APPROVERS_GROUP,
+        "APPROVER_ROLE_PATTERNS": "",
+    },
+    "beacons": {
+        "ATHENA_WORKGROUP": naming.BEACONS_WORKGROUP,
+        "GLUE_DATABASE": naming.FLOW_LOGS_DATABASE,
+        "FLOW_LOGS_TABLE": naming.FLOW_LOGS_TABLE,
+        "EVENT_BUS_NAME": naming.EVENT_BUS,
+        "WINDOW_HOURS": "24",
+        "MIN_SCORE": "0.7",
+        "MAX_FINDINGS": "25",
     },
 }
 

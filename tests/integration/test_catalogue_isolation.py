@@ -18,6 +18,7 @@ from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import TransientAwsError
 from cloud_sniper.domain.models import ActionKind, ActionStatus, Finding, PlannedAction
 from cloud_sniper.domain.normalize import normalize
+from cloud_sniper.local.account import IMAGE_ID
 from services.mitigate.adapters.records import DynamoRecordStore
 from services.mitigate.catalogue import (
     ActionRecord,
@@ -206,7 +207,7 @@ def account():
         )["Subnet"]["SubnetId"]
         web = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc_id)
         ssh = ec2.create_security_group(GroupName="ssh", Description="ssh", VpcId=vpc_id)
-        image_id = ec2.describe_images()["Images"][0]["ImageId"]
+        image_id = IMAGE_ID
 
         # moto reports the groups an instance was launched with on every interface attached
         # to it, whatever ModifyNetworkInterfaceAttribute set: the groups go on the interface.

@@ -22,6 +22,7 @@ from moto import mock_aws
 from cloud_sniper import responses
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.models import ActionKind, ActionStatus, Decision, Finding, PlannedAction
+from cloud_sniper.local.account import IMAGE_ID
 from services.mitigate.actions import Ports, apply_actions, expire_blocks
 from services.mitigate.adapters import Ec2NetworkAcls, StsMemberAccounts, build_ports
 from services.mitigate.catalogue import RecordStatus
@@ -113,7 +114,7 @@ def estate(session: Any, cidr: str) -> Estate:
     group_id = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc_id)[
         "GroupId"
     ]
-    image_id = ec2.describe_images()["Images"][0]["ImageId"]
+    image_id = IMAGE_ID
     instance_id = ec2.run_instances(
         ImageId=image_id,
         MinCount=1,

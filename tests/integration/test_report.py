@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from cloud_sniper.domain import naming
@@ -17,8 +19,13 @@ from cloud_sniper.domain.models import ActionKind, ActionStatus
 from services.mitigate.actions import Block
 from services.mitigate.adapters import DynamoBlockStore
 from services.report import handler as report_handler
-from services.report.adapters import EventBus, EventNotPublishedError, IncidentsTable
-from services.report.incident import read_json
+from services.report.adapters import (
+    EventBus,
+    EventNotPublishedError,
+    ExecutionHistory,
+    IncidentsTable,
+)
+from services.report.nist import HistoryUnavailableError, read_json
 
 BUCKET = "cloud-sniper-reports-111122223333-us-east-1"
 INCIDENT_ID = "inc-0f1e2d3c4b5a6978"
@@ -80,7 +87,8 @@ def account(monkeypatch):
     monkeypatch.setenv("EVENT_BUS_NAME", naming.EVENT_BUS)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "report")
     report_handler._dependencies.cache_clear()
-    with mock_aws():
+    # Step Functions runs the state machines made here, for their execution histories.
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=BUCKET)
 
@@ -148,16 +156,19 @@ def test_report_records_writes_and_announces_the_incident(account, mitigated):
     assert result == {
         "incident_id": INCIDENT_ID,
         "outcome": "mitigated",
-        "report_keys": {"json": f"{base}.json", "markdown": f"{base}.md"},
+        "report_keys": {"json": f"{base}.json", "markdown": f"{base}.md", "html": f"{base}.html"},
     }
 
-    # And both reports are in the bucket
+    # And the three reports are in the bucket
     document, content_type = read_object(account, f"{base}.json")
     assert content_type == "application/json"
     assert read_json(document).outcome.value == "mitigated"
     markdown, content_type = read_object(account, f"{base}.md")
     assert content_type.startswith("text/markdown")
     assert markdown.startswith(f"# Incident {INCIDENT_ID}: mitigated")
+    html, content_type = read_object(account, f"{base}.html")
+    assert content_type == "text/html; charset=utf-8"
+    assert f"<title>Incident {INCIDENT_ID}: mitigated</title>" in html
 
     # And the incident is recorded
     item = account.incidents.get_item(Key={"incident_id": INCIDENT_ID})["Item"]
@@ -196,7 +207,7 @@ def test_a_retried_report_is_idempotent_and_a_new_execution_counts(account, miti
     assert item["deliveries"] == 2
     assert item["execution_name"] == later["execution_name"]
     keys = account.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"reports/{INCIDENT_ID}/")
-    assert len(keys["Contents"]) == 4
+    assert len(keys["Contents"]) == 6
 
 
 def timed_out_approval(request: dict) -> dict:
@@ -331,12 +342,13 @@ def test_a_failed_mitigation_reports_the_blocks_it_left_in_force(account, mitiga
     # And the Markdown report says so under Actions, rather than that nothing was done
     markdown, _ = read_object(account, result["report_keys"]["markdown"])
     assert "No action was run." not in markdown
-    assert "### Blocks in force" in markdown
+    assert "#### Blocks in force" in markdown
     assert (
-        "| nacl_block | `198.51.100.7` | in force | 198.51.100.7/32 denied by rule 51 of "
-        "acl-0123456789abcdef0, in force from an earlier attempt | 2024-05-02 10:30:11 UTC |"
+        "| nacl_block | `198.51.100.7` | in force | 2024-05-01 10:30:11 UTC | 198.51.100.7/32 "
+        "denied by rule 51 of acl-0123456789abcdef0, in force from an earlier attempt |"
     ) in markdown
-    assert "in force from an earlier execution | 2024-05-02 08:30:08 UTC |" in markdown
+    assert "in force from an earlier execution |" in markdown
+    assert "| 2024-05-02 08:30:08 UTC |" in markdown
 
 
 def test_a_failed_mitigation_reports_a_waf_block_still_queued_as_such(account, mitigated):
@@ -527,3 +539,150 @@ def test_a_later_delivery_updates_the_incident_and_a_late_older_one_does_not(acc
     # And a retried report of it counts no more
     report_handler.report(late, Context())
     assert account.incidents.get_item(Key={"incident_id": INCIDENT_ID})["Item"]["deliveries"] == 3
+
+
+# A task token as the approval's task input carries it: whoever holds it resumes the execution.
+TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAexample-token-of-the-approval"
+
+
+def run_execution(name: str) -> str:
+    """Run a state machine shaped like the pipeline's path in the emulated account; its ARN."""
+    sfn = boto3.client("stepfunctions")
+    states = ["Ingest", "Enrich", "Decide", "RequestApproval", "Mitigate"]
+    definition = {
+        "StartAt": states[0],
+        "States": {
+            **{
+                state: {"Type": "Pass", "Next": following}
+                for state, following in zip(states, [*states[1:], "Report"], strict=True)
+            },
+            "Report": {"Type": "Pass", "End": True},
+        },
+    }
+    machine = sfn.create_state_machine(
+        name=naming.STATE_MACHINE,
+        definition=json.dumps(definition),
+        roleArn="arn:aws:iam::123456789012:role/cloud-sniper-pipeline",
+    )["stateMachineArn"]
+    arn = sfn.start_execution(
+        stateMachineArn=machine, name=name, input=json.dumps({"token": TOKEN})
+    )["executionArn"]
+    for _ in range(100):
+        if sfn.describe_execution(executionArn=arn)["status"] != "RUNNING":
+            return arn
+        time.sleep(0.05)
+    raise AssertionError(f"execution {name} did not end")
+
+
+def test_the_report_has_its_execution_timeline_and_never_its_data(account, mitigated):
+    # Given an execution whose states' inputs hold a task token, and its report request
+    request = mitigated()
+    request["execution_arn"] = run_execution(request["execution_name"])
+
+    # When it is reported
+    result = report_handler.report(request, Context())
+
+    # Then each state is in the timeline with its times, read from the execution's history
+    document, _ = read_object(account, result["report_keys"]["json"])
+    timeline = read_json(document).timeline
+    assert timeline.missing is None
+    assert timeline.execution_arn == request["execution_arn"]
+    assert [visit.name for visit in timeline.states] == [
+        "Ingest",
+        "Enrich",
+        "Decide",
+        "RequestApproval",
+        "Mitigate",
+        "Report",
+    ]
+    assert all(visit.exited_at >= visit.entered_at for visit in timeline.states)
+    assert json.loads(document)["response_times"]["to_decision_from_start"] is not None
+
+    # And neither the token nor any state's data reached a report
+    for key in result["report_keys"].values():
+        body, _ = read_object(account, key)
+        assert TOKEN not in body
+    item = account.incidents.get_item(Key={"incident_id": INCIDENT_ID})["Item"]
+    assert TOKEN not in item["report"]
+
+
+def test_a_history_that_cannot_be_read_still_gives_the_report(account, mitigated):
+    # Given a request naming an execution the account does not have
+    request = mitigated()
+    request["execution_arn"] = (
+        "arn:aws:states:us-east-1:123456789012:execution:cloud-sniper-pipeline:gone"
+    )
+
+    # When it is reported
+    result = report_handler.report(request, Context())
+
+    # Then the reports are written, and say why the timeline is missing
+    assert result["outcome"] == "mitigated"
+    document, _ = read_object(account, result["report_keys"]["json"])
+    missing = read_json(document).timeline.missing
+    assert missing.startswith("states GetExecutionHistory: ExecutionDoesNotExist")
+    markdown, _ = read_object(account, result["report_keys"]["markdown"])
+    assert "The execution's history could not be read: states GetExecutionHistory: " in markdown
+
+
+def test_the_history_is_read_page_after_page():
+    # Given a history in two pages
+    client = boto3.client("stepfunctions", region_name="us-east-1")
+    arn = "arn:aws:states:us-east-1:123456789012:execution:cloud-sniper-pipeline:run-1"
+    at = datetime(2024, 5, 1, 10, 30, 8, tzinfo=UTC)
+    entered = {"name": "Ingest", "input": json.dumps({"token": TOKEN})}
+    first = [
+        {"timestamp": at, "type": "ExecutionStarted", "id": 1, "previousEventId": 0},
+        {
+            "timestamp": at + timedelta(seconds=1),
+            "type": "TaskStateEntered",
+            "id": 2,
+            "previousEventId": 1,
+            "stateEnteredEventDetails": entered,
+        },
+    ]
+    second = [
+        {
+            "timestamp": at + timedelta(seconds=2),
+            "type": "TaskStateExited",
+            "id": 3,
+            "previousEventId": 2,
+            "stateExitedEventDetails": {"name": "Ingest", "output": json.dumps({"t": TOKEN})},
+        }
+    ]
+    expected = {"executionArn": arn, "includeExecutionData": False}
+    with Stubber(client) as stub:
+        stub.add_response(
+            "get_execution_history", {"events": first, "nextToken": "page-2"}, expected
+        )
+        stub.add_response(
+            "get_execution_history", {"events": second}, {**expected, "nextToken": "page-2"}
+        )
+
+        # When it is read
+        events = ExecutionHistory(client).events(arn)
+
+    # Then every page is read, and only types, times and state names are kept
+    assert [(event.type, event.state) for event in events] == [
+        ("ExecutionStarted", None),
+        ("TaskStateEntered", "Ingest"),
+        ("TaskStateExited", "Ingest"),
+    ]
+    assert TOKEN not in json.dumps([event.model_dump(mode="json") for event in events])
+
+
+def test_a_refused_history_read_says_why():
+    # Given a client refused the history
+    client = boto3.client("stepfunctions", region_name="us-east-1")
+    arn = "arn:aws:states:us-east-1:123456789012:execution:cloud-sniper-pipeline:run-1"
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "get_execution_history", "AccessDeniedException", "not authorized", 400
+        )
+
+        # When / Then the error says what was refused and why
+        with pytest.raises(HistoryUnavailableError) as raised:
+            ExecutionHistory(client).events(arn)
+    assert str(raised.value) == (
+        "states GetExecutionHistory: AccessDeniedException: not authorized"
+    )

@@ -12,19 +12,24 @@ import pytest
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.models import Incident, Outcome
 from services.report.incident import (
-    REPORT_SCHEMA,
     ReportRequest,
     build_incident,
     event_detail,
-    failure_message,
     incident_item,
-    read_json,
-    render_json,
-    render_markdown,
     report_keys,
     wants_blocks_in_force,
     with_blocks_in_force,
 )
+from services.report.nist import (
+    REPORT_SCHEMA,
+    IncidentReport,
+    Timeline,
+    failure_message,
+    incident_report,
+    read_json,
+    render_json,
+)
+from services.report.nist_markdown import render_markdown as render_report_markdown
 
 REPORTED_AT = datetime(2024, 5, 1, 10, 30, 15, tzinfo=UTC)
 APPROVAL = {
@@ -46,6 +51,15 @@ def mitigated(event):
 
 def incident_from(request: dict) -> Incident:
     return build_incident(ReportRequest.model_validate(request), REPORTED_AT)
+
+
+def report_of(incident: Incident) -> IncidentReport:
+    """The incident's report, its execution's history unread."""
+    return incident_report(incident, Timeline(missing="not read in this test"))
+
+
+def render_markdown(incident: Incident) -> str:
+    return render_report_markdown(report_of(incident))
 
 
 def set_statuses(request: dict, *statuses: str) -> dict:
@@ -190,8 +204,8 @@ def test_a_failed_mitigation_shows_the_blocks_it_left_in_force(mitigated):
     ]
 
     # When the blocks in force are added and the report rendered
-    incident = with_blocks_in_force(incident, items)
-    markdown = render_markdown(incident)
+    incident = with_blocks_in_force(report_of(incident), items)
+    markdown = render_report_markdown(incident)
 
     # Then the incident still failed, and lists both, oldest first, with where and until when
     assert incident.outcome is Outcome.FAILED
@@ -201,15 +215,17 @@ def test_a_failed_mitigation_shows_the_blocks_it_left_in_force(mitigated):
     ]
     assert "No action was run." not in markdown
     assert "No action result reached the report." in markdown
-    assert "### Blocks in force" in markdown
+    assert "#### Blocks in force" in markdown
     assert (
-        "| nacl_block | `198.51.100.7` | in force | 198.51.100.7/32 denied by rule 51 of "
-        "acl-0123456789abcdef0, in force from an earlier attempt | 2024-05-02 10:30:11 UTC |"
-        in markdown
+        "| nacl_block | `198.51.100.7` | in force | 2024-05-01 10:30:11 UTC | 198.51.100.7/32 "
+        "denied by rule 51 of acl-0123456789abcdef0, in force from an earlier attempt | "
+        "accepted by AWS when written | expires on its own; sooner: `cloud-sniper rollback "
+        "inc-0f1e2d3c4b5a6978 --action nacl#acl-0123456789abcdef0#198.51.100.7/32 --reason "
+        "TEXT` (deletes the network ACL deny entry) | 2024-05-02 10:30:11 UTC |" in markdown
     )
     assert (
-        "| waf_block | `198.51.100.7` | in force | 198.51.100.7/32 in cloud-sniper-blocked-ipv4, "
-        "in force from an earlier execution | 2024-05-02 08:00:00 UTC |" in markdown
+        "| waf_block | `198.51.100.7` | in force | 2024-05-01 08:00:00 UTC | 198.51.100.7/32 in "
+        "cloud-sniper-blocked-ipv4, in force from an earlier execution |" in markdown
     )
     assert "| 2024-05-01 10:30:11 UTC | nacl_block 198.51.100.7: applied, still in force |" in (
         markdown
@@ -235,7 +251,7 @@ def test_without_blocks_in_force_nothing_was_run(mitigated):
     # When / Then the report says no action ran, and lists no blocks
     markdown = render_markdown(incident)
     assert "No action was run." in markdown
-    assert "### Blocks in force" not in markdown
+    assert "Blocks in force" not in markdown
 
 
 def test_an_unread_delivery_is_reported_from_the_raw_event(event):
@@ -316,11 +332,12 @@ def test_approved_approval_goes_by_the_actions(mitigated):
 
     # Then it is mitigated, and the approval's who, when and why are in the report
     assert incident.outcome is Outcome.MITIGATED
-    assert "## Approval" in markdown
+    assert "### Approval" in markdown
     assert "- Status: **approved**" in markdown
     assert "- By: alice@example.com" in markdown
     assert "- Answered: 2024-05-01 10:41:00 UTC" in markdown
     assert "- Why: known scanner | keeps coming back" in markdown
+    assert "- Waited: 10 min 50 s" in markdown
     assert "| 2024-05-01 10:41:00 UTC | approval answered: approved |" in markdown
 
 
@@ -347,7 +364,7 @@ def test_every_action_refused_is_refused(mitigated):
     # Then it is refused, and the report gives each refusal's reason
     assert incident.outcome is Outcome.REFUSED
     markdown = render_markdown(incident)
-    assert "### Refusals" in markdown
+    assert "#### Refusals" in markdown
     assert (
         "| waf_block | `203.0.113.10` | the address belongs to this account (Elastic IP) |"
         in markdown
@@ -373,13 +390,13 @@ def test_markdown_reads_as_an_incident_report(mitigated):
     )
     assert "- Rule: `block-repeat-ssh-bruteforce`" in markdown
     assert (
-        "| waf_block | `198.51.100.7` | applied | added 198.51.100.7/32 to "
-        "cloud-sniper-blocked-ipv4 | 2024-05-02 10:30:12 UTC |" in markdown
+        "| waf_block | `198.51.100.7` | applied | 2024-05-01 10:30:12 UTC | added "
+        "198.51.100.7/32 to cloud-sniper-blocked-ipv4 | accepted by AWS when written |" in markdown
     )
     assert "| 2024-05-01 10:30:07 UTC | finding received |" in markdown
     assert "| 2024-05-01 10:30:08 UTC | execution started |" in markdown
     assert "| 2024-05-01 10:30:15 UTC | reported: mitigated |" in markdown
-    assert "## Failure" not in markdown
+    assert "### Failure" not in markdown
 
 
 def test_table_cells_escape_pipes_and_line_breaks(mitigated):
@@ -392,28 +409,32 @@ def test_table_cells_escape_pipes_and_line_breaks(mitigated):
 
 
 def test_json_report_is_versioned_and_reads_back(mitigated):
-    # Given an incident
-    incident = incident_from(mitigated())
+    # Given an incident's report
+    report = report_of(incident_from(mitigated()))
 
     # When it is rendered as JSON
-    document = json.loads(render_json(incident))
+    document = json.loads(render_json(report))
 
-    # Then it names its schema and version, and reads back to the same incident
+    # Then it names its schema and version first, keeps the incident's fields as they are
+    # recorded, and reads back to the same report
+    assert list(document)[:2] == ["schema", "version"]
     assert document["schema"] == REPORT_SCHEMA == "cloud-sniper/incident-report"
-    assert document["version"] == 1
+    assert document["version"] == 2
     assert document["outcome"] == "mitigated"
     assert document["finding"]["id"] == "7ac6b5b0d9e1f2a3b4c5d6e7f8a9b0c1"
-    assert read_json(render_json(incident)) == incident
+    assert read_json(render_json(report)) == report
+    assert read_json(render_json(report)).incident() == incident_from(mitigated())
 
 
 def test_another_schema_version_is_refused(mitigated):
-    # Given a document of a version this code does not know
-    document = json.loads(render_json(incident_from(mitigated())))
-    document["version"] = 2
+    # Given a document of the version before, and one of a version this code does not know
+    document = json.loads(render_json(report_of(incident_from(mitigated()))))
 
-    # When / Then
-    with pytest.raises(ValueError, match="version|v2"):
-        read_json(json.dumps(document))
+    # When / Then each is refused, naming what it is
+    for version in (1, 3):
+        document["version"] = version
+        with pytest.raises(ValueError, match=f"incident-report v{version}"):
+            read_json(json.dumps(document))
 
 
 def test_failure_message_shortens_lambda_errors():
@@ -439,6 +460,7 @@ def test_event_detail_summarizes_the_incident(mitigated):
         "7ac6b5b0d9e1f2a3b4c5d6e7f8a9b0c1-20240501T103000-1a2b3c4d.json"
     )
     assert keys.markdown == keys.json.removesuffix(".json") + ".md"
+    assert keys.html == keys.json.removesuffix(".json") + ".html"
     assert detail["finding"] == {
         "id": "7ac6b5b0d9e1f2a3b4c5d6e7f8a9b0c1",
         "type": "UnauthorizedAccess:EC2/SSHBruteForce",
@@ -450,7 +472,11 @@ def test_event_detail_summarizes_the_incident(mitigated):
         "target": "198.51.100.7",
         "status": "applied",
     }
-    assert detail["report_keys"] == {"json": keys.json, "markdown": keys.markdown}
+    assert detail["report_keys"] == {
+        "json": keys.json,
+        "markdown": keys.markdown,
+        "html": keys.html,
+    }
     assert detail["report_bucket"] == "reports-bucket"
 
 
@@ -462,7 +488,7 @@ def with_execution(request: dict, name: str, started_at: str, dry_run: bool = Fa
 
 
 def item_for(incident: Incident, previous: dict | None) -> dict | None:
-    return incident_item(incident, report_keys(incident), previous)
+    return incident_item(report_of(incident), report_keys(incident), previous)
 
 
 def test_each_execution_counts_once_in_deliveries(mitigated):
@@ -523,7 +549,8 @@ def test_the_record_holds_the_summary_and_the_report(mitigated):
     assert item["finding_type"] == "UnauthorizedAccess:EC2/SSHBruteForce"
     assert str(item["severity"]) == "5.0"
     assert item["decision_mode"] == "auto"
-    assert read_json(item["report"]) == incident
+    assert item["report_html_key"].endswith(".html")
+    assert read_json(item["report"]) == report_of(incident)
     assert None not in item.values()
 
 
@@ -546,7 +573,7 @@ def test_the_record_lists_the_last_deliveries_and_counts_them_all(mitigated):
     ]
     assert item["count"] == 55
     assert item["first_seen"] == "2024-05-01T09:58:00+00:00"
-    markdown = render_markdown(read_json(item["report"]))
+    markdown = render_report_markdown(read_json(item["report"]))
     assert "The last 50 of 55 deliveries:" in markdown
 
 
@@ -582,10 +609,10 @@ def test_the_report_shows_the_attack_mapping_and_what_is_not_yet_available(mitig
     markdown = render_markdown(incident_from(request))
 
     # Then the report names the tactics and techniques, the version and why, and the plan
-    assert "## MITRE ATT&CK" in markdown
+    assert "### MITRE ATT&CK" in markdown
     assert "ATT&CK Enterprise 18.1" in markdown
     for technique in mapping_for(finding_type).techniques:
         assert technique.id in markdown and technique.name in markdown
-    assert "### Planned, not yet available" in markdown
+    assert "#### Planned, not yet available" in markdown
     assert "| isolate_instance | `i-1` |" in markdown
     assert "- Priority: **high**" in markdown

@@ -1,0 +1,1 @@
+"""Beaconing detection in VPC Flow Logs: hosts calling home on a schedule."""

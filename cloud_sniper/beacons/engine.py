@@ -1,0 +1,229 @@
+"""The local scan on DuckDB: read every input out of core, analyse, score, verify the top pairs.
+
+Records never come into Python: they are loaded into a DuckDB database in a temporary folder
+(spilling there when memory runs short), and only the per-pair features and the top pairs'
+event times come back.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cloud_sniper.beacons import analysis, formats, scoring, verify
+from cloud_sniper.beacons.analysis import PairFeatures
+from cloud_sniper.beacons.models import InputStats, PairScore, ScanOptions, ScanResult
+
+Progress = Callable[[int, int], None]
+
+TABLE = "flow_records"
+REJECTS_TABLE = "bad_lines"
+REJECTS_SCAN = "bad_line_scans"
+BAD_SAMPLE = 5
+THREADS = 2
+MEMORY_SHARE = 0.5  # of the memory available now: the machine is shared
+MIN_MEMORY = 1 << 30
+
+
+def scan(
+    paths: Sequence[Path | str | formats.InputFile],
+    options: ScanOptions,
+    progress: Progress | None = None,
+    *,
+    pictures: Path | None = None,
+) -> ScanResult:
+    """Find beacons in the flow logs under the paths; the top pairs pictured if asked."""
+    started = time.monotonic()
+    files = formats.discover(paths)
+    if not files:
+        raise formats.FormatError(
+            f"no flow-log records in {', '.join(str(p) for p in paths) or 'no path given'}"
+        )
+    with _database() as con:
+        stats = load(con, files, progress)
+        features = features_of(con, options)
+        judged = [(f, scoring.judge(f)) for f in features]
+        reported = sorted(
+            ((f, j) for f, j in judged if not j.long_connection and j.score >= options.min_score),
+            key=lambda item: (-item[1].score, item[0].pair_id),
+        )
+        top = reported[: options.top]
+        times = event_times(con, options, [f for f, _ in top])
+
+    pairs = []
+    drawn = []
+    for rank, (f, judgement) in enumerate(reported):
+        pair = scoring.pair_score(f, judgement)
+        if rank < options.top:
+            series = times.get(_key(f), [])
+            pair = _verified(pair, verify.verify(series, options.seed))
+            drawn.append((pair, [b - a for a, b in zip(series, series[1:], strict=False)]))
+        pairs.append(pair)
+    if pictures is not None:
+        from cloud_sniper.beacons.pictures import write_pictures
+
+        write_pictures(pictures, drawn)
+    return ScanResult(
+        pairs=pairs,
+        candidates=len(features),
+        stats=stats,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+@contextmanager
+def _database() -> Iterator[Any]:
+    """A DuckDB database in a temporary folder, limited to its share of this machine."""
+    import duckdb
+
+    with tempfile.TemporaryDirectory(prefix="cloud-sniper-beacons-") as folder:
+        con = duckdb.connect(str(Path(folder) / "scan.duckdb"))
+        try:
+            spill = Path(folder) / "spill"
+            con.execute(f"SET memory_limit = '{memory_limit() // (1 << 20)}MB'")
+            con.execute(f"SET threads = {THREADS}")
+            con.execute(f"SET temp_directory = '{spill}'")
+            # Order is never needed between steps; keeping it would hold rows in memory.
+            con.execute("SET preserve_insertion_order = false")
+            # The command draws its own bar; DuckDB's would break the JSON and the table.
+            con.execute("SET enable_progress_bar = false")
+            yield con
+        finally:
+            con.close()
+
+
+def memory_limit() -> int:
+    """Bytes DuckDB may use: a share of the memory available now, never below 1 GiB."""
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return max(MIN_MEMORY, int(available * MEMORY_SHARE))
+
+
+def load(con: Any, files: list[formats.InputFile], progress: Progress | None = None) -> InputStats:
+    """Every file into the records table, batch by batch; what was read, bad lines aside."""
+    import duckdb
+
+    columns = ", ".join(f'"{name}" {kind}' for name, kind in formats.STANDARD_COLUMNS.items())
+    con.execute(f"CREATE TABLE {TABLE} ({columns})")
+    done = records = 0
+    if progress:
+        progress(done, records)
+    for batch in formats.batches(files):
+        try:
+            if batch[0].kind == "parquet":
+                relation = _parquet_relation(con, batch)
+            else:
+                relation = formats.text_relation(batch, REJECTS_TABLE, REJECTS_SCAN)
+            records += con.execute(f"INSERT INTO {TABLE} {relation}").fetchone()[0]
+        except duckdb.Error as exc:
+            raise formats.FormatError(f"{_batch_name(batch)}: {_first_line(exc)}") from exc
+        done += len(batch)
+        if progress:
+            progress(done, records)
+
+    bad_lines, sample = _bad_lines(con)
+    nodata, skipdata = con.execute(
+        f"SELECT count(*) FILTER (WHERE log_status = 'NODATA'), "
+        f"count(*) FILTER (WHERE log_status = 'SKIPDATA') FROM {TABLE}"
+    ).fetchone()
+    return InputStats(
+        files=len(files),
+        records=records,
+        bad_lines=bad_lines,
+        bad_sample=sample,
+        nodata=nodata,
+        skipdata=skipdata,
+    )
+
+
+def _parquet_relation(con: Any, batch: list[formats.InputFile]) -> str:
+    names = [row[0] for row in con.execute(formats.parquet_schema(batch)).fetchall()]
+    missing = formats.missing_required(names)
+    if missing:
+        raise formats.FormatError(
+            f"{_batch_name(batch)}: the Parquet schema lacks the fields the analysis needs: "
+            f"{', '.join(missing)}"
+        )
+    return formats.parquet_relation(batch, names)
+
+
+def _bad_lines(con: Any) -> tuple[int, list[str]]:
+    """Lines that did not parse: one per line however many of its fields failed."""
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [REJECTS_TABLE]
+    ).fetchone()[0]
+    if not exists:
+        return 0, []
+    count = con.execute(
+        f"SELECT count(*) FROM (SELECT DISTINCT scan_id, file_id, line FROM {REJECTS_TABLE})"
+    ).fetchone()[0]
+    rows = con.execute(
+        # A line of too many or too few fields fails every cast too: name its first fault.
+        f"""SELECT s.file_path, e.line, any_value(e.csv_line), max(e.error_type)
+FROM {REJECTS_TABLE} e
+JOIN {REJECTS_SCAN} s ON s.scan_id = e.scan_id AND s.file_id = e.file_id
+GROUP BY s.file_path, e.line
+ORDER BY s.file_path, e.line
+LIMIT {BAD_SAMPLE}"""
+    ).fetchall()
+    return count, [f"{path}:{line}: {text} ({error.lower()})" for path, line, text, error in rows]
+
+
+def features_of(con: Any, options: ScanOptions) -> list[PairFeatures]:
+    """The analysis over the loaded records: one row of features per candidate pair."""
+    cursor = con.execute(analysis.render("duckdb", TABLE, options))
+    names = [column[0] for column in cursor.description]
+    return [PairFeatures(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+
+
+def event_times(
+    con: Any, options: ScanOptions, pairs: Sequence[PairFeatures]
+) -> dict[tuple[str, str, int, int], list[int]]:
+    """The distinct start times of each pair given, in order."""
+    if not pairs:
+        return {}
+    keys = [_key(f) for f in pairs]
+    rows = con.execute(analysis.render_events("duckdb", TABLE, options, keys)).fetchall()
+    times: dict[tuple[str, str, int, int], list[int]] = {key: [] for key in keys}
+    for src, dst, port, protocol, ts in rows:
+        times[(src, dst, port, protocol)].append(ts)
+    return times
+
+
+def _key(f: PairFeatures) -> tuple[str, str, int, int]:
+    return (f.src, f.dst, f.dst_port, f.protocol)
+
+
+def _verified(pair: PairScore, result: verify.Verification) -> PairScore:
+    changes: dict[str, Any] = {
+        "verified": result.verified,
+        "p_value": result.p_value,
+        "why": f"{pair.why}; {result.why}",
+    }
+    if result.verified:
+        changes["period_seconds"] = result.period_seconds
+        changes["jitter"] = result.jitter
+    return pair.model_copy(update=changes)
+
+
+def _batch_name(batch: list[formats.InputFile]) -> str:
+    first = str(batch[0].path)
+    return first if len(batch) == 1 else f"{first} (or one of {len(batch) - 1} more)"
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

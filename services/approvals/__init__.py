@@ -1,0 +1,1 @@
+"""The approvals service: the API through which approvers list, read and answer approvals."""

@@ -1,0 +1,1 @@
+"""The scheduled beacon scan: the analysis on Athena over the flow logs, beacons as findings."""
