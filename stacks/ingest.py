@@ -13,6 +13,7 @@ from constructs import Construct
 from cloud_sniper.domain import asff, naming
 from stacks import config, references
 from stacks.config import FUNCTIONS, Settings
+from stacks.queues import queue_with_dead_letters
 from stacks.service_function import ServiceCode, ServiceFunction
 
 
@@ -57,28 +58,15 @@ class IngestStack(Stack):
         self._build_alarm(settings)
 
     def _build_queues(self) -> tuple[sqs.Queue, sqs.Queue]:
-        dead_letter_queue = sqs.Queue(
+        return queue_with_dead_letters(
             self,
-            "IntakeDeadLetterQueue",
-            queue_name=naming.INTAKE_DLQ,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=config.DLQ_RETENTION,
-        )
-        intake_queue = sqs.Queue(
-            self,
-            "IntakeQueue",
+            "Intake",
             queue_name=naming.INTAKE_QUEUE,
-            # SQS-managed keys: EventBridge can deliver to the queue without a key policy.
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
+            dead_letter_queue_name=naming.INTAKE_DLQ,
             visibility_timeout=config.INTAKE_VISIBILITY_TIMEOUT,
             retention_period=config.INTAKE_RETENTION,
-            dead_letter_queue=sqs.DeadLetterQueue(
-                queue=dead_letter_queue, max_receive_count=config.INTAKE_MAX_RECEIVE_COUNT
-            ),
+            max_receive_count=config.INTAKE_MAX_RECEIVE_COUNT,
         )
-        return dead_letter_queue, intake_queue
 
     def _build_rules(self) -> None:
         target = targets.SqsQueue(

@@ -15,6 +15,7 @@ from cloud_sniper.domain import naming
 from stacks import config, permissions, references
 from stacks.config import FUNCTIONS, WAF_SCOPE, Settings
 from stacks.nag import acknowledge
+from stacks.queues import queue_with_dead_letters
 from stacks.service_function import ServiceCode, ServiceFunction
 
 _MEMBER_ROLE_REASON = (
@@ -113,27 +114,15 @@ class MitigateStack(Stack):
         self._build_alarm(settings)
 
     def _build_queues(self, settings: Settings) -> tuple[sqs.Queue, sqs.Queue]:
-        dead_letters = sqs.Queue(
+        return queue_with_dead_letters(
             self,
-            "WafChangesDeadLetterQueue",
-            queue_name=naming.WAF_CHANGES_DLQ,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=config.DLQ_RETENTION,
-        )
-        queue = sqs.Queue(
-            self,
-            "WafChangesQueue",
+            "WafChanges",
             queue_name=naming.WAF_CHANGES_QUEUE,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
+            dead_letter_queue_name=naming.WAF_CHANGES_DLQ,
             visibility_timeout=settings.waf_changes_visibility_timeout,
             retention_period=config.WAF_CHANGES_RETENTION,
-            dead_letter_queue=sqs.DeadLetterQueue(
-                queue=dead_letters, max_receive_count=config.WAF_CHANGES_MAX_RECEIVE_COUNT
-            ),
+            max_receive_count=config.WAF_CHANGES_MAX_RECEIVE_COUNT,
         )
-        return dead_letters, queue
 
     def _build_waf_writer(self, code: ServiceCode, settings: Settings) -> ServiceFunction:
         """The one writer of the IP sets: an interval's changes, one update per set."""
