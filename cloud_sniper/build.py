@@ -24,6 +24,15 @@ POLICY_IN_BUNDLE = Path("cloud_sniper/data/policy.json")
 # Modules a service ships beside the domain. The beacon scan scores in Lambda with the beacon
 # analysis's models and scoring, never its DuckDB engine or its generator (no DuckDB, no numpy).
 SERVICE_MODULES = {
+    # The approval request opens the incident's TheHive case with the report's own case code.
+    "decide": (
+        "services/report/__init__.py",
+        "services/report/incident.py",
+        "services/report/nist.py",
+        "services/report/nist_playbook.py",
+        "services/report/thehive.py",
+        "services/report/thehive_adapter.py",
+    ),
     "beacons": (
         "cloud_sniper/beacons/__init__.py",
         "cloud_sniper/beacons/analysis.py",
@@ -55,6 +64,8 @@ def bundle_sources(service: str, root: Path = ROOT) -> dict[str, Path]:
         for source in walk_sources(root / top):
             files[source.relative_to(root).as_posix()] = source
     for relative in SERVICE_MODULES.get(service, ()):
+        if not (root / relative).is_file():
+            raise BuildError(f"the {service} bundle ships {relative}, which does not exist")
         files[relative] = root / relative
     return files
 

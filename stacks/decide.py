@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
@@ -18,7 +18,7 @@ from cloud_sniper.domain.policy_parameter import (
     parameter_tier,
     parameter_value,
 )
-from stacks import references
+from stacks import permissions, references
 from stacks.config import FUNCTIONS, ConfigError, Settings
 from stacks.nag import acknowledge
 from stacks.service_function import ServiceCode, ServiceFunction
@@ -100,6 +100,13 @@ class DecideStack(Stack):
             slack_webhook_policy(
                 self.request_approval, self.request_approval.role, settings.slack_webhook_secret
             )
+        if settings.thehive_url and settings.thehive_api_key_secret:
+            # The incident's TheHive case opens with a task for the approval (the secret's name
+            # only: the function reads the key at run time).
+            function = self.request_approval.function
+            function.add_environment("THEHIVE_URL", settings.thehive_url)
+            function.add_environment("THEHIVE_API_KEY_SECRET", settings.thehive_api_key_secret)
+            permissions.allow_thehive_key(self.request_approval, settings.thehive_api_key_secret)
 
     def _topic(self, construct_id: str, name: str, display_name: str) -> sns.Topic:
         return sns.Topic(
@@ -157,13 +164,7 @@ def request_approval_environment(
 
 def slack_webhook_policy(scope: Construct, role: iam.IRole, secret_name: str) -> iam.Policy:
     """Reading the one secret that holds the Slack webhook's URL, and nothing else."""
-    # Secrets Manager ends a secret's ARN with a hyphen and six random characters.
-    secret_arn = Stack.of(scope).format_arn(
-        service="secretsmanager",
-        resource="secret",
-        resource_name=f"{secret_name}-??????",
-        arn_format=ArnFormat.COLON_RESOURCE_NAME,
-    )
+    secret_arn = permissions.secret_arn(scope, secret_name)
     return iam.Policy(
         scope,
         "ReadSlackWebhook",

@@ -7,6 +7,7 @@ every member account: both get them from here, so they cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
@@ -14,6 +15,9 @@ from constructs import Construct
 
 from services.mitigate.catalogue import catalogue
 from stacks.nag import acknowledge
+
+if TYPE_CHECKING:
+    from stacks.service_function import ServiceFunction
 
 NACL_REASON = (
     "The network ACL to edit is the one of the affected subnet, known only from the finding; "
@@ -112,3 +116,22 @@ def _nag_form(resource: str) -> str:
         .replace("{region}", "<AWS::Region>")
         .replace("{account}", "<AWS::AccountId>")
     )
+
+
+def secret_arn(scope: Construct, secret_name: str) -> str:
+    """The ARN of this account's secret of that name, whatever suffix Secrets Manager gave it."""
+    # Secrets Manager ends a secret's ARN with a hyphen and six random characters.
+    return Stack.of(scope).format_arn(
+        service="secretsmanager",
+        resource="secret",
+        resource_name=f"{secret_name}-??????",
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
+
+
+def allow_thehive_key(function: ServiceFunction, secret_name: str) -> None:
+    """Let a ServiceFunction read TheHive's API key from its secret, and nothing else."""
+    # TODO(thehive): a secret encrypted with a customer managed KMS key also needs kms:Decrypt
+    # on that key, which is not granted: keep the key in aws/secretsmanager.
+    secret = secret_arn(function, secret_name)
+    function.allow("ReadTheHiveKey", ["secretsmanager:GetSecretValue"], [secret])

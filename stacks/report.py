@@ -11,7 +11,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from cloud_sniper.domain import naming
-from stacks import references
+from stacks import permissions, references
 from stacks.config import FUNCTIONS, Settings
 from stacks.nag import acknowledge
 from stacks.service_function import ServiceCode, ServiceFunction
@@ -162,13 +162,4 @@ class ReportStack(Stack):
             function.add_environment("THEHIVE_URL", settings.thehive_url)
             # The secret's name only: the function reads the key at run time.
             function.add_environment("THEHIVE_API_KEY_SECRET", settings.thehive_api_key_secret)
-            # Secrets Manager ends a secret's ARN with six characters of its own.
-            secret = self.format_arn(
-                service="secretsmanager",
-                resource="secret",
-                resource_name=f"{settings.thehive_api_key_secret}-??????",
-                arn_format=ArnFormat.COLON_RESOURCE_NAME,
-            )
-            # TODO(thehive): a secret encrypted with a customer managed KMS key also needs
-            # kms:Decrypt on that key, which is not granted: keep the key in aws/secretsmanager.
-            self.report.allow("ReadTheHiveKey", ["secretsmanager:GetSecretValue"], [secret])
+            permissions.allow_thehive_key(self.report, settings.thehive_api_key_secret)

@@ -116,11 +116,43 @@ def request_approval(event: dict[str, Any], context: Any) -> dict[str, Any]:
     adapters.publish(topic, subject, message)
     if settings.slack_webhook_secret is not None:
         _tell_slack(settings.slack_webhook_secret, slack_message(stored, now, settings.aws_region))
+    if settings.thehive_url and settings.thehive_api_key_secret:
+        _open_case(settings.thehive_url, settings.thehive_api_key_secret, request, stored, now)
     logger.info(
         "approval requested",
         extra={"expires_at": stored.expires_at.isoformat(), "escalated": request.escalated},
     )
     return {"approval_id": record.approval_id}
+
+
+def _open_case(
+    url: str, secret: str, request: ApprovalRequest, record: ApprovalRecord, now: datetime
+) -> None:
+    """Open the incident's TheHive case with a task for this approval; never fails the request.
+
+    SNS is the channel of record: a TheHive that cannot be reached is logged, and the report
+    step tries the case again when the execution ends.
+    """
+    # Imported here: thehive4py and requests weigh on every cold start otherwise.
+    from services.decide import cases
+    from services.report import thehive_adapter
+
+    def api_key() -> str:
+        return thehive_adapter.api_key_from_secret(thehive_adapter.secretsmanager_client(), secret)
+
+    try:
+        result = cases.open_case(request, record, thehive_adapter.TheHiveCases(url, api_key), now)
+    except Exception as exc:  # noqa: BLE001 - any failure here must leave the approval standing
+        logger.warning("TheHive case not opened", extra={"error": f"{type(exc).__name__}: {exc}"})
+        return
+    logger.info(
+        "TheHive case opened",
+        extra={
+            "case_id": result.case_id,
+            "case_created": result.created,
+            "tasks_added": result.tasks_added,
+        },
+    )
 
 
 def _stored(settings: ApprovalSettings, record: ApprovalRecord) -> ApprovalRecord | None:

@@ -71,6 +71,9 @@ class ApprovalSettings(EnvSettings):
     # The name of the Secrets Manager secret holding a Slack incoming webhook's URL; unset,
     # nothing goes to Slack. The URL itself never sits in the environment.
     slack_webhook_secret: Required | None = None
+    # TheHive's URL and the name of the secret holding its API key; unset, no case is opened.
+    thehive_url: Required | None = None
+    thehive_api_key_secret: Required | None = None
 
     def escalation_topic(self, approval_id: str) -> str:
         """The escalation topic's ARN; unset, an escalation cannot be sent and says why."""

@@ -36,6 +36,9 @@ def project(tmp_path) -> Path:
         "services/report/adapters/__init__.py": "",
         "services/decide/__init__.py": "",
     }
+    # The modules another service's bundle ships beside its own.
+    for modules in build.SERVICE_MODULES.values():
+        files.update({relative: files.get(relative, "") for relative in modules})
     for relative, text in files.items():
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(text)
@@ -64,6 +67,13 @@ def test_bundle_holds_the_domain_the_data_and_its_own_service_only(project, tmp_
         "services/report/__init__.py",
         "services/report/handler.py",
         "services/report/adapters/__init__.py",
+        # What the fixture made of the report modules another bundle ships too
+        *(
+            relative
+            for modules in build.SERVICE_MODULES.values()
+            for relative in modules
+            if relative.startswith("services/report/")
+        ),
     }
 
 

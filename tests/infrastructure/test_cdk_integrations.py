@@ -78,3 +78,59 @@ def test_security_hub_updates_turn_off_from_the_command_line(value, expected):
 def test_security_hub_updates_refuse_anything_but_a_flag():
     with pytest.raises(ConfigError, match="context security_hub_updates: 'sometimes' is not"):
         Settings.from_context({"security_hub_updates": "sometimes"})
+
+
+def test_with_thehive_on_the_request_and_the_report_read_its_key_and_nothing_else():
+    # Given the decide and report stacks synthesized with TheHive configured
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Match, Template
+
+    from stacks.decide import DecideStack
+    from stacks.report import ReportStack
+
+    settings = Settings.from_context(
+        {"thehive_url": "https://thehive.example.com", "thehive_api_key_secret": "soc/thehive"}
+    )
+    app = cdk.App()
+    stacks = {
+        "request_approval": DecideStack(app, "Decide", settings=settings),
+        "report": ReportStack(app, "Report", settings=settings),
+    }
+
+    for role, stack in stacks.items():
+        template = Template.from_stack(stack)
+        # Then the function knows TheHive's URL and the secret's name, never the key
+        template.has_resource_properties(
+            "AWS::Lambda::Function",
+            {
+                "FunctionName": naming.FUNCTIONS[role],
+                "Environment": {
+                    "Variables": Match.object_like(
+                        {
+                            "THEHIVE_URL": "https://thehive.example.com",
+                            "THEHIVE_API_KEY_SECRET": "soc/thehive",
+                        }
+                    )
+                },
+            },
+        )
+        # And it may read that one secret
+        template.has_resource_properties(
+            "AWS::IAM::Policy",
+            {
+                "PolicyDocument": {
+                    "Statement": [
+                        {
+                            "Action": "secretsmanager:GetSecretValue",
+                            "Effect": "Allow",
+                            "Resource": {
+                                "Fn::Join": [
+                                    "",
+                                    Match.array_with([Match.string_like_regexp("soc/thehive-")]),
+                                ]
+                            },
+                        }
+                    ]
+                }
+            },
+        )

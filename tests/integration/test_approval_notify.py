@@ -19,6 +19,11 @@ from cloud_sniper.domain import naming
 from services.decide import adapters, handler
 from services.decide.approval_request import ApprovalConflictError
 from tests.integration.test_decide import Context
+from tests.integration.test_report_thehive import API_KEY as THEHIVE_KEY
+from tests.integration.test_report_thehive import SECRET as THEHIVE_SECRET
+
+# TheHive on a loopback port, as the report's tests run it: the fixture thehive_server.
+from tests.integration.test_report_thehive import thehive as thehive_server  # noqa: F401
 from tests.project_tables import create_table
 
 SECRET = "cloud-sniper/slack-webhook"
@@ -56,8 +61,9 @@ def cold_start() -> None:
 
 @pytest.fixture
 def account(monkeypatch) -> Iterator[Account]:
-    for name in ("SLACK_WEBHOOK_SECRET", "ESCALATION_TOPIC_ARN"):
+    for name in ("SLACK_WEBHOOK_SECRET", "ESCALATION_TOPIC_ARN", "THEHIVE_URL"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("THEHIVE_API_KEY_SECRET", raising=False)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "request-approval")
     monkeypatch.setenv("APPROVALS_TABLE", naming.APPROVALS_TABLE)
     cold_start()
@@ -336,3 +342,46 @@ def test_without_a_webhook_secret_nothing_goes_to_slack(account, webhook, event)
     # Given no secret is named, when an approval is requested, then Slack hears nothing
     request_approval(event("request-approval-escalate.json"))
     assert webhook.posts == []
+
+
+# --- TheHive -------------------------------------------------------------------------------------
+
+
+def test_an_approval_request_opens_the_thehive_case_with_its_task(
+    account,
+    thehive_server,  # noqa: F811 - the imported fixture
+    event,
+    monkeypatch,
+):
+    # Given TheHive configured, its API key in Secrets Manager
+    boto3.client("secretsmanager").create_secret(Name=THEHIVE_SECRET, SecretString=THEHIVE_KEY)
+    monkeypatch.setenv("THEHIVE_URL", thehive_server.url)
+    monkeypatch.setenv("THEHIVE_API_KEY_SECRET", THEHIVE_SECRET)
+    cold_start()
+
+    # When an approval is requested
+    approval_id = request_approval(event("request-approval.json"))
+
+    # Then the incident's case holds a task asking for the answer
+    [case] = thehive_server.cases.values()
+    [task] = thehive_server.tasks[case["_id"]]
+    assert task["title"] == f"Answer approval {approval_id}"
+    assert account.item(approval_id)["status"] == "pending"
+
+
+def test_an_unreachable_thehive_leaves_the_approval_requested(account, event, monkeypatch, caplog):
+    # Given TheHive configured at an address nothing answers
+    boto3.client("secretsmanager").create_secret(Name=THEHIVE_SECRET, SecretString=THEHIVE_KEY)
+    monkeypatch.setenv("THEHIVE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("THEHIVE_API_KEY_SECRET", THEHIVE_SECRET)
+    cold_start()
+
+    # When an approval is requested
+    approval_id = request_approval(event("request-approval.json"))
+
+    # Then it is stored and published as ever, and the failure logged
+    assert account.item(approval_id)["status"] == "pending"
+    assert len(account.notices(naming.APPROVAL_TOPIC)) == 1
+    assert [r.levelname for r in caplog.records if r.getMessage() == "TheHive case not opened"] == [
+        "WARNING"
+    ]

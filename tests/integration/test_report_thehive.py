@@ -439,3 +439,49 @@ def test_a_dry_run_asks_nothing_of_thehive(thehive, mitigated):
     # Then TheHive heard nothing
     assert result == {"status": "skipped", "reason": "a dry run changes nothing"}
     assert thehive.requests == []
+
+
+def test_an_approval_request_opens_the_case_with_its_task_and_the_report_completes_it(
+    thehive, event
+):
+    # Given an approval just requested: the execution waits, no report is written yet
+    from services.decide import cases
+    from services.decide.approval_request import ApprovalRequest, new_record
+
+    request = ApprovalRequest.model_validate(event("request-approval.json"))
+    record = new_record(request, now=datetime(2024, 5, 1, 10, 30, 10, tzinfo=UTC))
+    store = cases_for(thehive)
+
+    # When the request opens the incident's case
+    opened = cases.open_case(request, record, store, datetime(2024, 5, 1, 10, 30, 11, tzinfo=UTC))
+
+    # Then TheHive has one case for the incident, flagged, with the task asking for the answer
+    [case] = thehive.cases.values()
+    assert opened.created and opened.tasks_added == 1
+    assert incident_tag(request.incident_id) in case["tags"]
+    assert case["flag"] is True
+    [task] = thehive.tasks[case["_id"]]
+    assert task["title"] == f"Answer approval {record.approval_id}"
+    assert f"cloud-sniper approvals approve {record.approval_id}" in task["description"]
+    assert request.token not in json.dumps([r.body for r in thehive.requests])
+
+    # When the execution's report comes, the approval answered
+    answered = record.model_copy(
+        update={"status": "approved", "approver": "alice", "reason": "confirmed"}
+    )
+    report = {
+        "state": {
+            "incident_id": request.incident_id,
+            "finding": request.finding.model_dump(mode="json"),
+            "decision": request.decision.model_dump(mode="json"),
+            "approval": answered.approval().model_dump(mode="json"),
+        },
+        "execution_name": request.execution_name,
+        "execution_started_at": "2024-05-01T10:30:08Z",
+    }
+    closed = sync_thehive(store, incident_from(report), "s3://bucket/report.md")
+
+    # Then it updates the same case and completes the task
+    assert list(thehive.cases) == [case["_id"]]
+    assert (closed["tasks_added"], closed["tasks_closed"]) == (0, 1)
+    assert task["status"] == "Completed"
