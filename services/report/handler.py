@@ -81,7 +81,8 @@ def report(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.warning("execution history not read", extra={"reason": timeline.missing})
     incident = nist.incident_report(incident, timeline)
 
-    if request.state.approval_error is not None:
+    # An escalated approval answered in time keeps its first wait's timeout beside the answer.
+    if request.state.approval_error is not None and request.state.approval is None:
         timed_out = dependencies.approvals.time_out(request.execution_name, incident.reported_at)
         logger.info("approval timed out", extra={"approval_id": timed_out})
     if incidents.wants_blocks_in_force(incident):

@@ -263,6 +263,36 @@ def test_an_approval_answered_meanwhile_keeps_its_answer(account, mitigated, sta
     assert "timed_out_at" not in item
 
 
+def test_an_escalated_approval_answered_in_time_is_not_marked_timed_out(
+    account, mitigated, caplog
+):
+    # Given an approval whose first wait timed out, escalated, then approved: the state keeps the
+    # first timeout beside the answer
+    request = mitigated()
+    request["state"]["decision"]["mode"] = "approval"
+    approval_id = put_approval(account, request["execution_name"], "approved")
+    request["state"]["approval_error"] = {"Error": "States.Timeout", "Cause": ""}
+    request["state"]["approval"] = {
+        "approval_id": approval_id,
+        "status": "approved",
+        "requested_at": "2024-05-01T10:30:10Z",
+        "expires_at": "2024-05-01T12:30:10Z",
+        "escalated_at": "2024-05-01T11:30:10Z",
+        "approver": "arn:aws:iam::111122223333:user/alice",
+        "reason": "confirmed",
+    }
+
+    # When it is reported
+    result = report_handler.report(request, Context())
+
+    # Then the answer decides the outcome, and no timeout is marked or logged
+    assert result["outcome"] == "mitigated"
+    assert account.approvals.get_item(Key={"approval_id": approval_id})["Item"]["status"] == (
+        "approved"
+    )
+    assert "approval timed out" not in [record.getMessage() for record in caplog.records]
+
+
 def test_an_approval_timeout_without_a_stored_approval_stores_none(account, mitigated):
     # Given an execution whose approval task timed out before it stored the approval
     request = timed_out_approval(mitigated())
