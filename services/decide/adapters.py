@@ -133,13 +133,7 @@ def store_approval(table_name: str, item: dict[str, Any]) -> Stored:
         )
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            # The error carries the kept item in DynamoDB's own typed form.
-            kept = exc.response.get("Item", {})
-            deserializer = TypeDeserializer()
-            return Stored(
-                written=False,
-                previous={key: deserializer.deserialize(value) for key, value in kept.items()},
-            )
+            return Stored(written=False, previous=_kept_item(exc))
         _reraise(exc, "storing the approval")
     return Stored(written=True, previous=response.get("Attributes"))
 
@@ -185,14 +179,16 @@ def escalate_approval(table_name: str, record: dict[str, Any]) -> Escalated:
         )
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            kept = exc.response.get("Item", {})
-            deserializer = TypeDeserializer()
-            return Escalated(
-                written=False,
-                item={key: deserializer.deserialize(value) for key, value in kept.items()},
-            )
+            return Escalated(written=False, item=_kept_item(exc))
         _reraise(exc, "escalating the approval")
     return Escalated(written=True, item=response["Attributes"])
+
+
+def _kept_item(exc: ClientError) -> dict[str, Any]:
+    """The item a failed condition kept, which the error carries in DynamoDB's typed form."""
+    deserializer = TypeDeserializer()
+    kept = exc.response.get("Item", {})
+    return {key: deserializer.deserialize(value) for key, value in kept.items()}
 
 
 def publish(topic_arn: str, subject: str, message: str) -> str:
