@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,24 +46,24 @@ def scan(
             f"no flow-log records in {', '.join(str(p) for p in paths) or 'no path given'}"
         )
     with _database() as con:
-        stats = load(con, files, progress)
-        features = features_of(con, options)
-        judged = [(f, scoring.judge(f)) for f in features]
-        reported = sorted(
-            ((f, j) for f, j in judged if not j.long_connection and j.score >= options.min_score),
-            key=lambda item: (-item[1].score, item[0].pair_id),
-        )
+        stats, columns = load(con, files, progress)
+        features = features_of(con, options, columns)
+        reported = scoring.reported(features, options)
         top = reported[: options.top]
-        times = event_times(con, options, [f for f, _ in top])
+        times = event_times(con, options, [f for f, _ in top], columns)
 
+    series = [times.get(_key(f), []) for f, _ in top]
+    # numpy lets go of the interpreter in its transforms and sorts: a pair per core.
+    with ThreadPoolExecutor(THREADS) as pool:
+        verdicts = list(pool.map(lambda s: verify.verify(s, options.seed), series))
     pairs = []
     drawn = []
     for rank, (f, judgement) in enumerate(reported):
         pair = scoring.pair_score(f, judgement)
         if rank < options.top:
-            series = times.get(_key(f), [])
-            pair = _verified(pair, verify.verify(series, options.seed))
-            drawn.append((pair, [b - a for a, b in zip(series, series[1:], strict=False)]))
+            pair = _verified(pair, verdicts[rank])
+            events = series[rank]
+            drawn.append((pair, [b - a for a, b in zip(events, events[1:], strict=False)]))
         pairs.append(pair)
     if pictures is not None:
         from cloud_sniper.beacons.pictures import write_pictures
@@ -117,21 +118,27 @@ def memory_limit() -> int:
     return max(MIN_MEMORY, int(available * MEMORY_SHARE))
 
 
-def load(con: Any, files: list[formats.InputFile], progress: Progress | None = None) -> InputStats:
-    """Every file into the records table, batch by batch; what was read, bad lines aside."""
+def load(
+    con: Any, files: list[formats.InputFile], progress: Progress | None = None
+) -> tuple[InputStats, frozenset[str]]:
+    """Every file into the records table, batch by batch: what was read, bad lines aside, and
+    the columns some file had (the others are empty: the analysis is told, and skips them)."""
     import duckdb
 
     columns = ", ".join(f'"{name}" {kind}' for name, kind in formats.STANDARD_COLUMNS.items())
     con.execute(f"CREATE TABLE {TABLE} ({columns})")
     done = records = 0
+    present: set[str] = set()
     if progress:
         progress(done, records)
     for batch in formats.batches(files):
         try:
             if batch[0].kind == "parquet":
-                relation = _parquet_relation(con, batch)
+                relation, names = _parquet_relation(con, batch)
             else:
                 relation = formats.text_relation(batch, REJECTS_TABLE, REJECTS_SCAN)
+                names = list(batch[0].fields)
+            present.update(formats.field_name(name) for name in names)
             records += con.execute(f"INSERT INTO {TABLE} {relation}").fetchone()[0]
         except duckdb.Error as exc:
             raise formats.FormatError(f"{_batch_name(batch)}: {_first_line(exc)}") from exc
@@ -144,7 +151,7 @@ def load(con: Any, files: list[formats.InputFile], progress: Progress | None = N
         f"SELECT count(*) FILTER (WHERE log_status = 'NODATA'), "
         f"count(*) FILTER (WHERE log_status = 'SKIPDATA') FROM {TABLE}"
     ).fetchone()
-    return InputStats(
+    stats = InputStats(
         files=len(files),
         records=records,
         bad_lines=bad_lines,
@@ -152,9 +159,10 @@ def load(con: Any, files: list[formats.InputFile], progress: Progress | None = N
         nodata=nodata,
         skipdata=skipdata,
     )
+    return stats, frozenset(present & set(formats.STANDARD_COLUMNS))
 
 
-def _parquet_relation(con: Any, batch: list[formats.InputFile]) -> str:
+def _parquet_relation(con: Any, batch: list[formats.InputFile]) -> tuple[str, list[str]]:
     names = [row[0] for row in con.execute(formats.parquet_schema(batch)).fetchall()]
     missing = formats.missing_required(names)
     if missing:
@@ -162,7 +170,7 @@ def _parquet_relation(con: Any, batch: list[formats.InputFile]) -> str:
             f"{_batch_name(batch)}: the Parquet schema lacks the fields the analysis needs: "
             f"{', '.join(missing)}"
         )
-    return formats.parquet_relation(batch, names)
+    return formats.parquet_relation(batch, names), names
 
 
 def _bad_lines(con: Any) -> tuple[int, list[str]]:
@@ -187,21 +195,32 @@ LIMIT {BAD_SAMPLE}"""
     return count, [f"{path}:{line}: {text} ({error.lower()})" for path, line, text, error in rows]
 
 
-def features_of(con: Any, options: ScanOptions) -> list[PairFeatures]:
+def features_of(
+    con: Any, options: ScanOptions, columns: frozenset[str] | None = None
+) -> list[PairFeatures]:
     """The analysis over the loaded records: one row of features per candidate pair."""
-    cursor = con.execute(analysis.render("duckdb", TABLE, options))
+    cursor = con.execute(analysis.render("duckdb", TABLE, options, columns))
     names = [column[0] for column in cursor.description]
-    return [PairFeatures(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+    wanted = [(name, names.index(name)) for name in analysis.FEATURE_COLUMNS]
+    # Rows of the analysis's own query, typed by it: built unvalidated, as validating tens of
+    # thousands of candidates took longer than scoring them.
+    return [
+        PairFeatures.model_construct(**{name: row[i] for name, i in wanted})
+        for row in cursor.fetchall()
+    ]
 
 
 def event_times(
-    con: Any, options: ScanOptions, pairs: Sequence[PairFeatures]
+    con: Any,
+    options: ScanOptions,
+    pairs: Sequence[PairFeatures],
+    columns: frozenset[str] | None = None,
 ) -> dict[tuple[str, str, int, int], list[int]]:
     """The distinct start times of each pair given, in order."""
     if not pairs:
         return {}
     keys = [_key(f) for f in pairs]
-    rows = con.execute(analysis.render_events("duckdb", TABLE, options, keys)).fetchall()
+    rows = con.execute(analysis.render_events("duckdb", TABLE, options, keys, columns)).fetchall()
     times: dict[tuple[str, str, int, int], list[int]] = {key: [] for key in keys}
     for src, dst, port, protocol, ts in rows:
         times[(src, dst, port, protocol)].append(ts)

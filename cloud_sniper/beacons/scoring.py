@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cloud_sniper.beacons.analysis import PairFeatures
-from cloud_sniper.beacons.models import PairScore
+from cloud_sniper.beacons.models import PairScore, ScanOptions
 
 # The MAD of a Poisson process's inter-arrival times is 0.694 of their median: random traffic
 # scores 0 on timing dispersion, a clockwork beacon 1.
@@ -129,17 +130,20 @@ def _bimodal_fit(counts: list[int]) -> float:
 
 def _longest_run(bins: list[int], bins_total: int) -> int:
     """The longest run of consecutive active bins, wrapping from the window's end to its start."""
-    active = [False] * bins_total
-    for b in bins:
-        if 0 <= b < bins_total:
-            active[b] = True
-    if all(active):
+    active = sorted({b for b in bins if 0 <= b < bins_total})
+    if not active:
+        return 0
+    if len(active) == bins_total:
         return bins_total
-    best = run = 0
-    for flag in active + active:
-        run = run + 1 if flag else 0
-        best = max(best, run)
-    return min(best, bins_total)
+    runs = [1]
+    for previous, current in zip(active, active[1:], strict=False):
+        if current == previous + 1:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    if len(runs) > 1 and active[0] == 0 and active[-1] == bins_total - 1:
+        runs[0] += runs.pop()  # the last run goes on into the first
+    return max(runs)
 
 
 def is_long_connection(features: PairFeatures) -> bool:
@@ -153,30 +157,10 @@ def is_long_connection(features: PairFeatures) -> bool:
 
 def judge(features: PairFeatures, weights: Weights = DEFAULT_WEIGHTS) -> Judgement:
     """Score one pair: subscores, their weighted sum, and whether it is a long connection."""
-    ts_skew, ts_skew_score = bowley(features.ts_q1, features.ts_median, features.ts_q3)
-    size_skew, size_skew_score = bowley(features.ds_q1, features.ds_median, features.ds_q3)
     hist, duration = histogram_scores(features)
-    subscores = {
-        "ts_skew": round(ts_skew_score, 3),
-        "ts_mad": round(timing_mad_score(features.ts_median, features.ts_mad), 3),
-        "ts_hist": hist,
-        "ts_duration": duration,
-        "size_skew": round(size_skew_score, 3),
-        "size_mad": round(size_mad_score(features.ds_median, features.ds_mad), 3),
-    }
-    if features.active_deltas < 3:
-        # Two intervals say nothing about a schedule.
-        subscores["ts_skew"] = subscores["ts_mad"] = 0.0
-    confidence = features.active_deltas / (features.active_deltas + CONFIDENCE_INTERVALS)
-    score = round(
-        _unit(
-            sum(
-                getattr(weights, k) * v * (confidence if k in TIMING_SUBSCORES else 1.0)
-                for k, v in subscores.items()
-            )
-        ),
-        3,
-    )
+    subscores = _subscores(features, hist, duration)
+    confidence = _confidence(features)
+    score = _weighted(subscores, confidence, weights)
     subscores["confidence"] = round(confidence, 3)
     period = features.ts_median if features.ts_median > 0 else None
     jitter = round(features.ts_mad / features.ts_median, 4) if period else None
@@ -189,6 +173,58 @@ def judge(features: PairFeatures, weights: Weights = DEFAULT_WEIGHTS) -> Judgeme
         jitter=jitter,
         why=_why(features, long_connection, hist, duration),
     )
+
+
+def reported(
+    features: Iterable[PairFeatures], options: ScanOptions
+) -> list[tuple[PairFeatures, Judgement]]:
+    """The pairs scoring the threshold or more, long connections left out, best first."""
+    judged = ((item, judge(item)) for item in features if ceiling(item) >= options.min_score)
+    kept = [
+        (item, judgement)
+        for item, judgement in judged
+        if not judgement.long_connection and judgement.score >= options.min_score
+    ]
+    return sorted(kept, key=lambda pair: (-pair[1].score, pair[0].pair_id))
+
+
+def ceiling(features: PairFeatures, weights: Weights = DEFAULT_WEIGHTS) -> float:
+    """The most judge() can score the pair: its histogram taken as perfect, the rest as scored.
+
+    The histogram is the costly part of a judgement; a pair whose ceiling is below the
+    threshold need not be judged at all, as most of a large scan's candidates.
+    """
+    return _weighted(_subscores(features, 1.0, 1.0), _confidence(features), weights)
+
+
+def _subscores(features: PairFeatures, hist: float, duration: float) -> dict[str, float]:
+    """Every subscore, given the histogram's two."""
+    _, ts_skew_score = bowley(features.ts_q1, features.ts_median, features.ts_q3)
+    _, size_skew_score = bowley(features.ds_q1, features.ds_median, features.ds_q3)
+    subscores = {
+        "ts_skew": round(ts_skew_score, 3),
+        "ts_mad": round(timing_mad_score(features.ts_median, features.ts_mad), 3),
+        "ts_hist": hist,
+        "ts_duration": duration,
+        "size_skew": round(size_skew_score, 3),
+        "size_mad": round(size_mad_score(features.ds_median, features.ds_mad), 3),
+    }
+    if features.active_deltas < 3:
+        # Two intervals say nothing about a schedule.
+        subscores["ts_skew"] = subscores["ts_mad"] = 0.0
+    return subscores
+
+
+def _confidence(features: PairFeatures) -> float:
+    return features.active_deltas / (features.active_deltas + CONFIDENCE_INTERVALS)
+
+
+def _weighted(subscores: dict[str, float], confidence: float, weights: Weights) -> float:
+    total = sum(
+        getattr(weights, k) * v * (confidence if k in TIMING_SUBSCORES else 1.0)
+        for k, v in subscores.items()
+    )
+    return round(_unit(total), 3)
 
 
 def _why(features: PairFeatures, long_connection: bool, hist: float, duration: float) -> str:

@@ -11,7 +11,7 @@ doubled for testing twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,9 @@ PERIODS_PER_SEGMENT = 16
 HARMONICS = 8
 HARMONIC_POWER = 0.5
 NEAR_PERIOD = 0.5  # intervals within this share of the period are its repetitions
+# The permutations are drawn and transformed a block at a time, as many as fill about this many
+# bins (some tens of MB of counts and spectra), not one by one: numpy's per-call cost dominated.
+DRAW_BLOCK_BINS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,23 @@ class _Grid:
             return cls(float(t[0]), width, total, 1)
         return cls(float(t[0]), width, segment_bins, total // segment_bins)
 
+    @property
+    def size(self) -> int:
+        return self.segments * self.segment_bins
+
     def counts(self, times: np.ndarray) -> np.ndarray:
         index = ((times - self.origin) / self.width).astype(np.int64)
-        size = self.segments * self.segment_bins
-        index = index[index < size]
-        return np.bincount(index, minlength=size).reshape(self.segments, self.segment_bins)
+        index = index[index < self.size]
+        return np.bincount(index, minlength=self.size).reshape(self.segments, self.segment_bins)
+
+    def counts_of_draws(self, draws: np.ndarray) -> np.ndarray:
+        """The counts of each row of draws: (draws, segments, segment bins)."""
+        index = ((draws - self.origin) / self.width).astype(np.int64)
+        rows = np.broadcast_to(np.arange(len(draws))[:, None], index.shape)
+        inside = index < self.size
+        flat = rows[inside] * self.size + index[inside]  # each draw its own block of bins
+        counts = np.bincount(flat, minlength=len(draws) * self.size)
+        return counts.reshape(len(draws), self.segments, self.segment_bins)
 
     def frequencies(self) -> np.ndarray:
         return np.fft.rfftfreq(self.segment_bins, d=self.width)
@@ -82,10 +97,14 @@ def active_spans(times: np.ndarray) -> list[tuple[float, float, int]]:
 
 
 def _spectrum(counts: np.ndarray) -> np.ndarray:
-    """The segments' averaged power, normalised so that random arrivals give about 1."""
-    events = np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    centred = counts - counts.mean(axis=1, keepdims=True)
-    return (np.abs(np.fft.rfft(centred, axis=1)) ** 2 / events).mean(axis=0)
+    """The segments' averaged power, normalised so that random arrivals give about 1.
+
+    Counts are (segments, bins), or (draws, segments, bins) for a spectrum per draw.
+    """
+    events = np.maximum(counts.sum(axis=-1, keepdims=True), 1)
+    spectrum = np.fft.rfft(counts, axis=-1)
+    spectrum[..., 0] = 0  # the mean's term: the same as centring the counts first
+    return ((spectrum.real**2 + spectrum.imag**2) / events).mean(axis=-2)
 
 
 def periodogram(times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -124,12 +143,10 @@ def verify(
     regularity = _regularity(t)
     rng = np.random.default_rng(seed)
     louder = more_regular = 0
-    for _ in range(permutations):
-        shuffled = _random_times(spans, rng)
-        if float(_spectrum(grid.counts(shuffled)[keep])[band].max()) >= observed:
-            louder += 1
-        if _regularity(np.sort(shuffled)) <= regularity:
-            more_regular += 1
+    for draws in _draw_blocks(spans, len(t), grid, permutations, rng):
+        peaks = _spectrum(grid.counts_of_draws(draws)[:, keep])[:, band].max(axis=1)
+        louder += int(np.count_nonzero(peaks >= observed))
+        more_regular += int(np.count_nonzero(_regularities(np.sort(draws)) <= regularity))
     p_peak = (louder + 1) / (permutations + 1)
     p_regular = (more_regular + 1) / (permutations + 1)
     p_value = round(min(1.0, 2 * min(p_peak, p_regular)), 4)
@@ -154,13 +171,30 @@ def verify(
 
 def _regularity(t: np.ndarray) -> float:
     """The intervals' median absolute deviation over their median, pauses left out."""
-    deltas = np.diff(t)
-    median = float(np.median(deltas))
-    deltas = deltas[deltas <= GAP_FACTOR * median]
-    median = float(np.median(deltas))
-    if median <= 0:
-        return 1.0
-    return float(np.median(np.abs(deltas - median))) / median
+    return float(_regularities(t[None, :])[0])
+
+
+def _regularities(rows: np.ndarray) -> np.ndarray:
+    """_regularity of each row of sorted times, by sorting the intervals once per step.
+
+    Each row's intervals sorted, the pauses are a suffix and the medians are read at an index
+    per row: numpy's nanmedian would loop over the rows.
+    """
+    deltas = np.sort(np.diff(rows, axis=1), axis=1)
+    every = np.arange(len(deltas))
+    median = _sorted_median(deltas, every, np.full(len(deltas), deltas.shape[1]))
+    active = np.count_nonzero(deltas <= GAP_FACTOR * median[:, None], axis=1)
+    median = _sorted_median(deltas, every, active)
+    deviations = np.abs(deltas - median[:, None])
+    deviations[np.arange(deltas.shape[1]) >= active[:, None]] = np.inf  # pauses left out
+    mad = _sorted_median(np.sort(deviations, axis=1), every, active)
+    ratio = np.divide(mad, median, out=np.ones_like(mad), where=median > 0)
+    return np.where(median > 0, ratio, 1.0)
+
+
+def _sorted_median(values: np.ndarray, rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The median of the first counts[i] values of each sorted row i."""
+    return (values[rows, (counts - 1) // 2] + values[rows, counts // 2]) / 2
 
 
 def _fundamental(power: np.ndarray, band: np.ndarray) -> int:
@@ -200,9 +234,25 @@ def _period(t: np.ndarray, rough: float) -> tuple[float, float]:
     return period, round(float(np.median(np.abs(near - period))) / period, 4)
 
 
-def _random_times(spans: list[tuple[float, float, int]], rng: np.random.Generator) -> np.ndarray:
-    parts = [
-        np.array([start]) if count == 1 else rng.uniform(start, end, count)
-        for start, end, count in spans
-    ]
-    return np.concatenate(parts)
+def _draw_blocks(
+    spans: list[tuple[float, float, int]],
+    events: int,
+    grid: _Grid,
+    permutations: int,
+    rng: np.random.Generator,
+) -> Iterator[np.ndarray]:
+    """The permutations' event times, drawn at random within the spans, a block of rows at a time.
+
+    Each row holds as many events as the pair, each span as many as it had; a block holds as
+    many rows as keep its bins near DRAW_BLOCK_BINS, so a long series stays within memory.
+    """
+    rows_per_block = max(1, min(permutations, DRAW_BLOCK_BINS // max(grid.size, events)))
+    left = permutations
+    while left:
+        rows = min(rows_per_block, left)
+        parts = [
+            np.full((rows, 1), start) if count == 1 else rng.uniform(start, end, (rows, count))
+            for start, end, count in spans
+        ]
+        yield np.concatenate(parts, axis=1)
+        left -= rows

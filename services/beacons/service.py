@@ -179,14 +179,10 @@ def read_features(
 
 def beacons(features: Iterable[PairFeatures], options: ScanOptions) -> list[PairScore]:
     """The pairs scoring the threshold or more, long connections left out, best first."""
-    judged = [(item, scoring.judge(item)) for item in features]
-    kept = [
-        (item, judgement)
-        for item, judgement in judged
-        if not judgement.long_connection and judgement.score >= options.min_score
+    return [
+        scoring.pair_score(item, judgement)
+        for item, judgement in scoring.reported(features, options)
     ]
-    kept.sort(key=lambda pair: (-pair[1].score, pair[0].pair_id))
-    return [scoring.pair_score(item, judgement) for item, judgement in kept]
 
 
 def wait(

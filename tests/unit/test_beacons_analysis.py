@@ -118,6 +118,30 @@ def test_sources_inside_the_estate_and_destinations_outside():
     }
 
 
+def test_a_public_source_seen_leaving_an_interface_of_the_estate_is_inside():
+    # Given a VPC on public addresses (no RFC 1918 range) calling out, and the answers, each
+    # logged with its direction; and the same calls from a host the logs never saw leave
+    con = duckdb.connect()
+    outbound = calls("52.1.2.3", "203.0.113.9")
+    answers = [
+        replace(r, src=r.dst, dst=r.src, src_port=r.dst_port, dst_port=r.src_port) for r in outbound
+    ]
+    name = table(con, outbound + answers + calls("52.9.9.9", "203.0.113.10"))
+    con.execute(
+        f"UPDATE {name} SET flow_direction = CASE WHEN srcaddr = '52.1.2.3' THEN 'egress' "
+        "WHEN dstaddr = '52.1.2.3' THEN 'ingress' END"
+    )
+
+    # When analysed
+    rows = con.execute(render("duckdb", name, ScanOptions())).fetchall()
+
+    # Then the host seen leaving is a source of the estate with every one of its calls, its
+    # answers' ephemeral ports are no pairs, and the host never seen leaving is outside
+    pairs = {(row[1], row[2], row[3]): row for row in rows}
+    assert set(pairs) == {("52.1.2.3", "203.0.113.9", 443)}
+    assert pairs[("52.1.2.3", "203.0.113.9", 443)][5] == len(outbound)  # connections
+
+
 def test_destinations_most_of_the_estate_calls_are_left_out():
     # Given three of four internal hosts calling one address, and one host calling another
     records = (

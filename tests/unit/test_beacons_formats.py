@@ -22,7 +22,7 @@ V5_HEADER = (
 def read(*paths):
     """Load the files into a fresh database; the stats and the records as dicts."""
     con = duckdb.connect()
-    stats = load(con, discover(paths))
+    stats, _ = load(con, discover(paths))
     cursor = con.execute("SELECT * FROM flow_records ORDER BY start, srcport")
     names = [c[0] for c in cursor.description]
     return stats, [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -53,6 +53,22 @@ def test_default_format_with_its_header(tmp_path):
     assert stats.files == 1 and stats.records == 1 and stats.bad_lines == 0
     assert rows[0].items() >= EXPECTED.items()
     assert rows[0]["flow_direction"] is None and rows[0]["pkt_srcaddr"] is None
+
+
+def test_the_load_names_the_columns_the_files_have_and_no_others(tmp_path):
+    default = write_log(tmp_path / "a.log", [RECORD])
+    custom = tmp_path / "b.log"
+    custom.write_text(
+        V5_HEADER + "\n5 vpc-1 subnet-1 - eni-1 123456789012 IPv4 10.0.0.200 203.0.113.7 "
+        f"49152 443 10.0.1.5 203.0.113.7 6 840 10 {T0} {T0 + 1} ACCEPT 19 OK egress 8\n"
+    )
+
+    _, plain = load(duckdb.connect(), discover([default]))
+    _, both = load(duckdb.connect(), discover([default, custom]))
+
+    assert "flow_direction" not in plain and {"srcaddr", "interface_id"} <= plain
+    assert {"flow_direction", "pkt_srcaddr", "tcp_flags"} <= both
+    assert "version" not in both  # only the columns the records table has
 
 
 def test_default_format_without_a_header(tmp_path):

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from cloud_sniper.beacons import scoring
+from cloud_sniper.beacons.models import ScanOptions
 from cloud_sniper.beacons.scoring import Weights, bowley, judge, size_mad_score, timing_mad_score
 from tests.beacon_records import T0, beacon, features, long_connection, random_calls
 
@@ -154,3 +155,47 @@ def test_size_mad_score_follows_rita():
 def test_weights_must_sum_to_1():
     with pytest.raises(ValueError, match="sum to 1"):
         Weights(ts_mad=0.9)
+
+
+@pytest.mark.parametrize(
+    ("bins", "total", "run"),
+    [
+        ([], 24, 0),
+        ([5], 24, 1),
+        ([0, 1, 2, 10, 11], 24, 3),
+        ([0, 1, 20, 21, 22, 23], 24, 6),  # the window's end runs on into its start
+        ([0, 23], 24, 2),
+        (list(range(24)), 24, 24),
+        ([3, 3, 4, 30, -1], 24, 2),  # repeated and out-of-window bins count once or not at all
+    ],
+)
+def test_the_longest_run_of_active_bins_wraps_around_the_window(bins, total, run):
+    assert scoring._longest_run(bins, total) == run
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        beacon(period=60),
+        beacon(period=300, jitter=0.3, size=1200, size_jitter=0.2),
+        beacon(period=3600, jitter=0.1, hours=6),
+        random_calls(),
+    ],
+    ids=["clockwork", "jittered", "few-calls", "random"],
+)
+def test_the_ceiling_is_never_below_the_score(records):
+    for f in features(records).values():
+        assert scoring.ceiling(f) >= judge(f).score
+
+
+def test_random_calls_have_a_ceiling_below_the_threshold_so_are_not_judged():
+    # Given random calls: their timing alone keeps them below what a beacon needs
+    f = features(random_calls())[("10.0.1.7", "192.0.2.50", 443)]
+
+    assert scoring.ceiling(f) < 0.7
+    assert scoring.reported([f], scoring_options(0.7)) == []
+    assert [item for item, _ in scoring.reported([f], scoring_options(0.0))] == [f]
+
+
+def scoring_options(min_score: float) -> ScanOptions:
+    return ScanOptions(min_score=min_score)

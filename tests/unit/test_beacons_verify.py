@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cloud_sniper.beacons import verify as verify_module
 from cloud_sniper.beacons.verify import PERMUTATIONS, active_spans, periodogram, verify
 
 SEED = 20261204
@@ -97,3 +98,22 @@ def test_too_few_events_are_not_verified():
     assert not result.verified
     assert result.p_value is None
     assert "only 3" in result.why
+
+
+def test_the_regularity_of_many_draws_at_once_is_each_draws_own():
+    # Given rows of sorted times: random, rounded to whole seconds, clockwork, with a pause
+    rng = np.random.default_rng(7)
+    rows = np.sort(rng.exponential(10.0, (12, 40)).cumsum(axis=1), axis=1)
+    rows[:4] = np.round(rows[:4])
+    rows[4] = np.arange(40) * 5.0
+    rows[5, 20:] += 1000.0
+
+    # When measured together
+    together = verify_module._regularities(rows)
+
+    # Then each is the intervals' MAD over their median, pauses (over 4 medians) left out
+    for row, value in zip(rows, together, strict=True):
+        deltas = np.diff(row)
+        deltas = deltas[deltas <= 4 * np.median(deltas)]
+        median = np.median(deltas)
+        assert value == pytest.approx(np.median(np.abs(deltas - median)) / median)
