@@ -36,6 +36,8 @@ STANDARD_FIELDS = REQUIRED_FIELDS + (
     "pkt_dstaddr",
     "tcp_flags",
 )
+# Fields of the source the analysis never reads: a local scan leaves them out of its table.
+_UNREAD = ("packets", "tcp_flags")
 
 # A delta longer than this many times the pair's median is a pause (a beacon asleep), not an
 # interval of its schedule: the timing is scored over the active spans between pauses.
@@ -204,7 +206,7 @@ def _flow_steps(
     d: Dialect, source: str, options: ScanOptions, columns: Collection[str] | None
 ) -> list[str]:
     """The records the analysis reads: logged, accepted unless asked, since the time given."""
-    present = set(STANDARD_FIELDS if columns is None else (c.lower() for c in columns))
+    present = _present(columns)
     missing = [name for name in REQUIRED_FIELDS if name not in present]
     if missing:
         raise ValueError(f"{source} lacks the columns the analysis needs: {', '.join(missing)}")
@@ -235,11 +237,36 @@ def _flow_steps(
   CAST("start" AS BIGINT) AS ts,
   CAST(coalesce({column("end", "BIGINT")}, "start") AS BIGINT) AS ts_end,
   CAST(coalesce({column("bytes", "BIGINT")}, 0) AS BIGINT) AS bytes,
-  CASE WHEN {column("flow_direction")} = 'egress' AND {column("interface_id")} IS NOT NULL
-    THEN 1 ELSE 0 END AS egress
+  {_egress(present)} AS egress
 FROM {_check_source(source)}
 WHERE {where}"""
     return [d.cte("flows", flows, materialized=False)]
+
+
+def _present(columns: Collection[str] | None) -> set[str]:
+    return set(STANDARD_FIELDS if columns is None else (c.lower() for c in columns))
+
+
+def _direction_known(present: set[str]) -> bool:
+    return {"flow_direction", "interface_id"} <= present
+
+
+def _egress(present: set[str]) -> str:
+    """1 for a record of a flow leaving an interface of the estate, as the log says."""
+    if not _direction_known(present):
+        return "0"  # a format without the direction never says
+    return (
+        'CASE WHEN "flow_direction" = \'egress\' AND "interface_id" IS NOT NULL THEN 1 ELSE 0 END'
+    )
+
+
+def fields_read(columns: Collection[str] | None = None) -> list[str]:
+    """The source's columns the analysis reads, of those present (None: all of them)."""
+    present = _present(columns)
+    unread = set(_UNREAD)
+    if not _direction_known(present):
+        unread |= {"flow_direction", "interface_id"}
+    return [name for name in STANDARD_FIELDS if name in present and name not in unread]
 
 
 def _feature_steps(d: Dialect, options: ScanOptions) -> list[str]:

@@ -119,27 +119,43 @@ def memory_limit() -> int:
 
 
 def load(
-    con: Any, files: list[formats.InputFile], progress: Progress | None = None
+    con: Any,
+    files: list[formats.InputFile],
+    progress: Progress | None = None,
+    *,
+    every_column: bool = False,
 ) -> tuple[InputStats, frozenset[str]]:
     """Every file into the records table, batch by batch: what was read, bad lines aside, and
-    the columns some file had (the others are empty: the analysis is told, and skips them)."""
+    the table's columns that hold data.
+
+    The table has the columns the analysis reads, of those some file has: a column no file has
+    is never made, one the analysis leaves alone (packets, or the interface of a log without
+    the flow's direction) never loaded. every_column keeps every standard column instead.
+    """
     import duckdb
 
-    columns = ", ".join(f'"{name}" {kind}' for name, kind in formats.STANDARD_COLUMNS.items())
-    con.execute(f"CREATE TABLE {TABLE} ({columns})")
-    done = records = 0
+    sources = []
     present: set[str] = set()
-    if progress:
-        progress(done, records)
     for batch in formats.batches(files):
         try:
-            if batch[0].kind == "parquet":
-                relation, names = _parquet_relation(con, batch)
-            else:
-                relation = formats.text_relation(batch, REJECTS_TABLE, REJECTS_SCAN)
-                names = list(batch[0].fields)
-            present.update(formats.field_name(name) for name in names)
-            records += con.execute(f"INSERT INTO {TABLE} {relation}").fetchone()[0]
+            relation, names = _relation(con, batch)
+        except duckdb.Error as exc:
+            raise formats.FormatError(f"{_batch_name(batch)}: {_first_line(exc)}") from exc
+        sources.append((batch, relation))
+        present.update(formats.field_name(name) for name in names)
+    present &= set(formats.STANDARD_COLUMNS)
+    kept = list(formats.STANDARD_COLUMNS) if every_column else analysis.fields_read(present)
+
+    columns = ", ".join(f'"{name}" {formats.STANDARD_COLUMNS[name]}' for name in kept)
+    con.execute(f"CREATE TABLE {TABLE} ({columns})")
+    chosen = ", ".join(f'"{name}"' for name in kept)
+    done = records = 0
+    if progress:
+        progress(done, records)
+    for batch, relation in sources:
+        try:
+            inserted = con.execute(f"INSERT INTO {TABLE} SELECT {chosen} FROM ({relation})")
+            records += inserted.fetchone()[0]
         except duckdb.Error as exc:
             raise formats.FormatError(f"{_batch_name(batch)}: {_first_line(exc)}") from exc
         done += len(batch)
@@ -147,10 +163,12 @@ def load(
             progress(done, records)
 
     bad_lines, sample = _bad_lines(con)
-    nodata, skipdata = con.execute(
-        f"SELECT count(*) FILTER (WHERE log_status = 'NODATA'), "
-        f"count(*) FILTER (WHERE log_status = 'SKIPDATA') FROM {TABLE}"
-    ).fetchone()
+    nodata = skipdata = 0
+    if "log_status" in kept:
+        nodata, skipdata = con.execute(
+            f"SELECT count(*) FILTER (WHERE log_status = 'NODATA'), "
+            f"count(*) FILTER (WHERE log_status = 'SKIPDATA') FROM {TABLE}"
+        ).fetchone()
     stats = InputStats(
         files=len(files),
         records=records,
@@ -159,7 +177,14 @@ def load(
         nodata=nodata,
         skipdata=skipdata,
     )
-    return stats, frozenset(present & set(formats.STANDARD_COLUMNS))
+    return stats, frozenset(name for name in kept if name in present)
+
+
+def _relation(con: Any, batch: list[formats.InputFile]) -> tuple[str, list[str]]:
+    """A batch's records as the standard columns, and the fields its files have."""
+    if batch[0].kind == "parquet":
+        return _parquet_relation(con, batch)
+    return formats.text_relation(batch, REJECTS_TABLE, REJECTS_SCAN), list(batch[0].fields)
 
 
 def _parquet_relation(con: Any, batch: list[formats.InputFile]) -> tuple[str, list[str]]:

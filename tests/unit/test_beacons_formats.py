@@ -22,7 +22,7 @@ V5_HEADER = (
 def read(*paths):
     """Load the files into a fresh database; the stats and the records as dicts."""
     con = duckdb.connect()
-    stats, _ = load(con, discover(paths))
+    stats, _ = load(con, discover(paths), every_column=True)
     cursor = con.execute("SELECT * FROM flow_records ORDER BY start, srcport")
     names = [c[0] for c in cursor.description]
     return stats, [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -55,7 +55,7 @@ def test_default_format_with_its_header(tmp_path):
     assert rows[0]["flow_direction"] is None and rows[0]["pkt_srcaddr"] is None
 
 
-def test_the_load_names_the_columns_the_files_have_and_no_others(tmp_path):
+def test_the_load_keeps_the_columns_the_analysis_reads_of_those_the_files_have(tmp_path):
     default = write_log(tmp_path / "a.log", [RECORD])
     custom = tmp_path / "b.log"
     custom.write_text(
@@ -65,10 +65,14 @@ def test_the_load_names_the_columns_the_files_have_and_no_others(tmp_path):
 
     _, plain = load(duckdb.connect(), discover([default]))
     _, both = load(duckdb.connect(), discover([default, custom]))
+    _, every = load(duckdb.connect(), discover([default]), every_column=True)
 
-    assert "flow_direction" not in plain and {"srcaddr", "interface_id"} <= plain
-    assert {"flow_direction", "pkt_srcaddr", "tcp_flags"} <= both
-    assert "version" not in both  # only the columns the records table has
+    # Then without the flow's direction the interface says nothing; packets are never read
+    assert {"srcaddr", "bytes", "log_status"} <= plain
+    assert not {"flow_direction", "interface_id", "pkt_srcaddr", "packets"} & plain
+    assert {"flow_direction", "interface_id", "pkt_srcaddr"} <= both
+    assert not {"packets", "tcp_flags"} & both
+    assert {"packets", "interface_id"} <= every and "flow_direction" not in every
 
 
 def test_default_format_without_a_header(tmp_path):
