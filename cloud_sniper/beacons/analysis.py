@@ -205,17 +205,84 @@ def since_epoch(since: datetime) -> int:
 def _flow_steps(
     d: Dialect, source: str, options: ScanOptions, columns: Collection[str] | None
 ) -> list[str]:
-    """The records the analysis reads: logged, accepted unless asked, since the time given."""
+    """The records the analysis reads, in the shape it reads them."""
     present = _present(columns)
     missing = [name for name in REQUIRED_FIELDS if name not in present]
     if missing:
         raise ValueError(f"{source} lacks the columns the analysis needs: {', '.join(missing)}")
+    where = "\n  AND ".join(_read_conditions(present, options))
+    flows = f"""SELECT
+  {_src(present)} AS src,
+  {_dst(present)} AS dst,
+  CAST("dstport" AS INTEGER) AS dst_port,
+  CAST("protocol" AS INTEGER) AS protocol,
+  CAST({_column("srcport", present, "INTEGER")} AS INTEGER) AS src_port,
+  CAST("start" AS BIGINT) AS ts,
+  CAST(coalesce({_column("end", present, "BIGINT")}, "start") AS BIGINT) AS ts_end,
+  CAST(coalesce({_column("bytes", present, "BIGINT")}, 0) AS BIGINT) AS bytes,
+  {_egress(present)} AS egress
+FROM {_check_source(source)}
+WHERE {where}"""
+    return [d.cte("flows", flows, materialized=False)]
 
-    def column(name: str, kind: str = "VARCHAR") -> str:
-        return f'"{name}"' if name in present else f"CAST(NULL AS {kind})"
 
+def records_read(options: ScanOptions, columns: Collection[str] | None = None) -> str:
+    """The test, over the source's columns, of the records the analysis reads: a scan that
+    loads its records keeps these alone."""
+    return " AND ".join(
+        f"({condition})" for condition in _read_conditions(_present(columns), options)
+    )
+
+
+def render_reduced(source: str, options: ScanOptions, columns: Collection[str]) -> str:
+    """The records of `source` the analysis reads, reduced to what it needs of them, in the
+    columns given (fields_read of the source's).
+
+    A record to an address surely inside the estate (east-west traffic, and its answers: most
+    records and pairs of a log) never makes a candidate nor counts toward a destination's
+    prevalence; the analysis reads it only to know its source is one of the estate's, and to
+    stretch the window. So such records become one per source, which keeps both: the same
+    source, seen leaving or not, its earliest start and latest end. The analysis of the reduced
+    records gives the features it gives of the records themselves; a local scan loads these.
+    """
+    present = _present(columns)
+    read = " AND ".join(_read_conditions(present, options))
+    dst = _dst(present)
+    inside = _surely_internal(dst)
+    egress = _egress(present)
+    summary = {
+        "srcaddr": _src(present),
+        "dstaddr": f"any_value({dst})",
+        "srcport": "CAST(NULL AS INTEGER)",
+        "dstport": 'any_value("dstport")',
+        "protocol": 'any_value("protocol")',
+        "bytes": 'sum("bytes")',
+        "start": 'min("start")',
+        "end": 'max(coalesce("end", "start"))',
+        "action": 'any_value("action")',
+        "log_status": 'any_value("log_status")',
+        "interface_id": f'any_value("interface_id") FILTER (WHERE {egress} = 1)',
+        "flow_direction": f"CASE WHEN max({egress}) = 1 THEN 'egress' END",
+    }
+    names = [name for name in STANDARD_FIELDS if name in present]
+    kept = ", ".join(f'"{name}"' for name in names)
+    reduced = ", ".join(f'{summary.get(name, "NULL")} AS "{name}"' for name in names)
+    return f"""SELECT {kept} FROM {_check_source(source)} WHERE {read} AND NOT ({inside})
+UNION ALL
+SELECT {reduced} FROM {source} WHERE {read} AND {inside}
+GROUP BY {_src(present)}"""
+
+
+def _read_conditions(present: set[str], options: ScanOptions) -> list[str]:
+    """Logged, accepted unless asked, since the time given, and from a source maybe inside.
+
+    Only a source inside the estate makes a candidate, so a record whose source cannot be
+    inside (the internet's answers, each to its own ephemeral port: half the pairs of a log)
+    is never read. The test is loose, the addresses' classification is exact; a record the log
+    saw leave an interface of the estate is read whatever its source.
+    """
     conditions = [
-        f"coalesce({column('log_status')}, 'OK') = 'OK'",
+        f"coalesce({_column('log_status', present)}, 'OK') = 'OK'",
         '"srcaddr" IS NOT NULL',
         '"dstaddr" IS NOT NULL',
         '"dstport" IS NOT NULL',
@@ -223,24 +290,28 @@ def _flow_steps(
         '"start" IS NOT NULL',
     ]
     if not options.include_rejected:
-        conditions.append(f"coalesce({column('action')}, 'ACCEPT') = 'ACCEPT'")
+        conditions.append(f"coalesce({_column('action', present)}, 'ACCEPT') = 'ACCEPT'")
     if options.since is not None:
         conditions.append(f'"start" >= {since_epoch(options.since)}')
-    where = "\n  AND ".join(conditions)
-    # The packet-level addresses name the original hosts behind a NAT gateway's interface.
-    flows = f"""SELECT
-  coalesce(nullif({column("pkt_srcaddr")}, '-'), "srcaddr") AS src,
-  coalesce(nullif({column("pkt_dstaddr")}, '-'), "dstaddr") AS dst,
-  CAST("dstport" AS INTEGER) AS dst_port,
-  CAST("protocol" AS INTEGER) AS protocol,
-  CAST({column("srcport", "INTEGER")} AS INTEGER) AS src_port,
-  CAST("start" AS BIGINT) AS ts,
-  CAST(coalesce({column("end", "BIGINT")}, "start") AS BIGINT) AS ts_end,
-  CAST(coalesce({column("bytes", "BIGINT")}, 0) AS BIGINT) AS bytes,
-  {_egress(present)} AS egress
-FROM {_check_source(source)}
-WHERE {where}"""
-    return [d.cte("flows", flows, materialized=False)]
+    conditions.append(f"({_maybe_internal(_src(present))} OR {_egress(present)} = 1)")
+    return conditions
+
+
+def _column(name: str, present: set[str], kind: str = "VARCHAR") -> str:
+    return f'"{name}"' if name in present else f"CAST(NULL AS {kind})"
+
+
+def _dst(present: set[str]) -> str:
+    if "pkt_dstaddr" not in present:
+        return '"dstaddr"'
+    return """coalesce(nullif("pkt_dstaddr", '-'), "dstaddr")"""
+
+
+def _src(present: set[str]) -> str:
+    """The source: the packet-level address names the host behind a NAT gateway's interface."""
+    if "pkt_srcaddr" not in present:
+        return '"srcaddr"'
+    return """coalesce(nullif("pkt_srcaddr", '-'), "srcaddr")"""
 
 
 def _present(columns: Collection[str] | None) -> set[str]:
@@ -273,27 +344,6 @@ def _feature_steps(d: Dialect, options: ScanOptions) -> list[str]:
     q = d.quantile
     share = float(options.prevalence_share)
     steps = []
-    # Only a source inside the estate makes a candidate, so the records whose source cannot be
-    # inside (the internet's answers, each to its own ephemeral port: half the pairs) are left
-    # out before anything is grouped. The test is loose, the addresses' classification below is
-    # exact; a source the flow log saw leaving through one of the estate's interfaces is kept
-    # whatever its address, as the classification counts it inside.
-    maybe_inside = _maybe_internal("src")
-    steps.append(
-        d.cte(
-            "egress_sources",
-            f"SELECT DISTINCT src FROM flows WHERE egress = 1 AND NOT ({maybe_inside})",
-            materialized=True,
-        )
-    )
-    steps.append(
-        d.cte(
-            "outbound",
-            f"""SELECT * FROM flows
-WHERE {maybe_inside} OR src IN (SELECT src FROM egress_sources)""",
-            materialized=False,
-        )
-    )
     steps.append(
         d.cte(
             "pair_totals",
@@ -303,7 +353,7 @@ WHERE {maybe_inside} OR src IN (SELECT src FROM egress_sources)""",
   min(ts) AS first_seen,
   max(ts_end) AS last_seen,
   max(egress) AS egress
-FROM outbound
+FROM flows
 GROUP BY src, dst, dst_port, protocol""",
             materialized=True,
         )
@@ -390,15 +440,25 @@ WHERE c.src_internal AND c.dst_outside
             materialized=True,
         )
     )
+    # The candidates' records are picked first and grouped after: DuckDB would otherwise group
+    # every record before the join when it misjudges how few the candidates' are.
+    steps.append(
+        d.cte(
+            "candidate_flows",
+            """SELECT c.pair_id, f.ts, f.src_port, f.ts_end, f.bytes
+FROM flows f
+JOIN candidates c
+  ON f.src = c.src AND f.dst = c.dst AND f.dst_port = c.dst_port AND f.protocol = c.protocol""",
+            materialized=True,
+        )
+    )
     # The same flow logged on two interfaces (the instance's and a NAT gateway's) is one record.
     steps.append(
         d.cte(
             "records",
-            """SELECT c.pair_id, f.ts, f.src_port, max(f.ts_end) AS ts_end, max(f.bytes) AS bytes
-FROM outbound f
-JOIN candidates c
-  ON f.src = c.src AND f.dst = c.dst AND f.dst_port = c.dst_port AND f.protocol = c.protocol
-GROUP BY c.pair_id, f.ts, f.src_port""",
+            """SELECT pair_id, ts, src_port, max(ts_end) AS ts_end, max(bytes) AS bytes
+FROM candidate_flows
+GROUP BY pair_id, ts, src_port""",
             materialized=True,
         )
     )
@@ -602,6 +662,15 @@ def _maybe_internal(a: str) -> str:
     """A cheap test true of every internal address (and of some others): by its first octet."""
     prefixes = " OR ".join(f"{a} LIKE '{p}%'" for p in ("10.", "172.", "192.168.", "100."))
     return f"({prefixes} OR {_is_v6(a)})"
+
+
+def _surely_internal(a: str) -> str:
+    """A test true only of internal IPv4 addresses (of most of them: RFC 1918's)."""
+    second = f"TRY_CAST(split_part({a}, '.', 2) AS INTEGER)"
+    return (
+        f"({a} LIKE '10.%' OR {a} LIKE '192.168.%' "
+        f"OR ({a} LIKE '172.%' AND {second} BETWEEN 16 AND 31))"
+    )
 
 
 def _internal() -> str:

@@ -25,9 +25,12 @@ Progress = Callable[[int, int], None]
 TABLE = "flow_records"
 REJECTS_TABLE = "bad_lines"
 REJECTS_SCAN = "bad_line_scans"
+BATCH_TABLE = "flow_batch"
+# Files are read this much (compressed) at a time: a batch's table is a few hundred MB at most.
+BATCH_BYTES = 128 * 1024 * 1024
 BAD_SAMPLE = 5
 THREADS = 2
-MEMORY_SHARE = 0.5  # of the memory available now: the machine is shared
+MEMORY_SHARE = 0.75  # of the memory available now: the machine is shared
 MIN_MEMORY = 1 << 30
 
 
@@ -46,7 +49,7 @@ def scan(
             f"no flow-log records in {', '.join(str(p) for p in paths) or 'no path given'}"
         )
     with _database() as con:
-        stats, columns = load(con, files, progress)
+        stats, columns = load(con, files, progress, options=options)
         features = features_of(con, options, columns)
         reported = scoring.reported(features, options)
         top = reported[: options.top]
@@ -123,20 +126,21 @@ def load(
     files: list[formats.InputFile],
     progress: Progress | None = None,
     *,
-    every_column: bool = False,
+    options: ScanOptions | None = None,
 ) -> tuple[InputStats, frozenset[str]]:
     """Every file into the records table, batch by batch: what was read, bad lines aside, and
     the table's columns that hold data.
 
-    The table has the columns the analysis reads, of those some file has: a column no file has
-    is never made, one the analysis leaves alone (packets, or the interface of a log without
-    the flow's direction) never loaded. every_column keeps every standard column instead.
+    With options, the table keeps only what the analysis with those options reads: its records
+    (not the internet's answers, not the rejected unless asked...) in its columns, of those some
+    file has. Every record is still counted, NODATA and SKIPDATA too. Without options, it keeps
+    every record in every standard column: the readers' own view.
     """
     import duckdb
 
     sources = []
     present: set[str] = set()
-    for batch in formats.batches(files):
+    for batch in formats.batches(files, max_bytes=BATCH_BYTES):
         try:
             relation, names = _relation(con, batch)
         except duckdb.Error as exc:
@@ -144,31 +148,40 @@ def load(
         sources.append((batch, relation))
         present.update(formats.field_name(name) for name in names)
     present &= set(formats.STANDARD_COLUMNS)
-    kept = list(formats.STANDARD_COLUMNS) if every_column else analysis.fields_read(present)
-
+    kept = list(formats.STANDARD_COLUMNS) if options is None else analysis.fields_read(present)
     columns = ", ".join(f'"{name}" {formats.STANDARD_COLUMNS[name]}' for name in kept)
     con.execute(f"CREATE TABLE {TABLE} ({columns})")
     chosen = ", ".join(f'"{name}"' for name in kept)
-    done = records = 0
+    if options is None:
+        kept_records = f"SELECT {chosen} FROM {BATCH_TABLE}"
+    else:
+        kept_records = analysis.render_reduced(BATCH_TABLE, options, kept)
+    counted = chosen if "log_status" in kept else f"{chosen}, log_status"
+    done = records = nodata = skipdata = 0
     if progress:
         progress(done, records)
     for batch, relation in sources:
+        # Each batch passes through a table of its own, to be counted before it is reduced:
+        # the records table then holds a third of the records, and a large scan's analysis
+        # fits in memory.
         try:
-            inserted = con.execute(f"INSERT INTO {TABLE} SELECT {chosen} FROM ({relation})")
-            records += inserted.fetchone()[0]
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {BATCH_TABLE} AS SELECT {counted} FROM ({relation})"
+            )
         except duckdb.Error as exc:
             raise formats.FormatError(f"{_batch_name(batch)}: {_first_line(exc)}") from exc
+        count, empty, skipped = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE log_status = 'NODATA'), "
+            f"count(*) FILTER (WHERE log_status = 'SKIPDATA') FROM {BATCH_TABLE}"
+        ).fetchone()
+        con.execute(f"INSERT INTO {TABLE} BY NAME {kept_records}")
+        records, nodata, skipdata = records + count, nodata + empty, skipdata + skipped
         done += len(batch)
         if progress:
             progress(done, records)
+    con.execute(f"DROP TABLE IF EXISTS {BATCH_TABLE}")
 
     bad_lines, sample = _bad_lines(con)
-    nodata = skipdata = 0
-    if "log_status" in kept:
-        nodata, skipdata = con.execute(
-            f"SELECT count(*) FILTER (WHERE log_status = 'NODATA'), "
-            f"count(*) FILTER (WHERE log_status = 'SKIPDATA') FROM {TABLE}"
-        ).fetchone()
     stats = InputStats(
         files=len(files),
         records=records,

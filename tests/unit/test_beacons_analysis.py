@@ -10,11 +10,14 @@ import duckdb
 import pytest
 import sqlglot
 
+from cloud_sniper.beacons import analysis
 from cloud_sniper.beacons.analysis import FEATURE_COLUMNS, render, render_events
+from cloud_sniper.beacons.formats import STANDARD_COLUMNS
 from cloud_sniper.beacons.models import ScanOptions
 from tests.beacon_records import T0, beacon, features, long_connection, random_calls, table
 
 BEACON = ("10.0.1.5", "203.0.113.7", 443)
+STANDARD = list(STANDARD_COLUMNS)
 
 
 def calls(src: str, dst: str, **kwargs):
@@ -237,3 +240,62 @@ def test_events_of_the_pairs_asked():
     ).fetchall()
 
     assert [ts for *_, ts in rows] == [T0 + 60 * k for k in range(60)]
+
+
+# --- the reduced records a local scan loads ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [ScanOptions(), ScanOptions(include_rejected=True, since=datetime(2026, 12, 4, 6, tzinfo=UTC))],
+    ids=["default", "rejected-and-since"],
+)
+def test_the_reduced_records_give_the_features_the_records_give(options):
+    # Given a beacon, a long connection and random calls out, east-west traffic and its answers,
+    # a rejected call, calls through a NAT gateway (packet-level addresses), hosts on public
+    # addresses seen leaving (one only ever calling inside), and an internal host that only
+    # ever talks inside, first of all and last of all
+    con = duckdb.connect()
+    east_west = calls("10.0.2.2", "10.0.3.3") + calls("172.31.4.4", "192.168.5.5")
+    answers = [
+        replace(r, src=r.dst, dst=r.src, src_port=r.dst_port, dst_port=r.src_port)
+        for r in beacon(hours=2) + east_west
+    ]
+    rejected = [replace(r, action="REJECT") for r in calls("10.0.1.9", "203.0.113.99")]
+    quiet = calls("10.0.7.7", "10.0.8.8", start=T0 - 3600)
+    quiet[-1] = replace(quiet[-1], end=quiet[-1].start + 86400)  # one lasts past every other
+    name = table(
+        con,
+        beacon(jitter=0.2)
+        + long_connection()
+        + random_calls()
+        + east_west
+        + answers
+        + rejected
+        + quiet
+        + calls("10.0.0.250", "198.51.100.77")
+        + calls("52.1.2.3", "203.0.113.9")
+        + calls("52.1.2.3", "10.0.4.4")
+        + calls("52.7.7.7", "10.0.4.5"),
+    )
+    con.execute(
+        f"""UPDATE {name} SET
+  pkt_srcaddr = CASE WHEN srcaddr = '10.0.0.250' THEN '10.0.1.250' ELSE '-' END,
+  pkt_dstaddr = CASE WHEN srcaddr = '10.0.0.250' THEN '198.51.100.78' ELSE '-' END,
+  flow_direction = CASE WHEN srcaddr LIKE '52.%' THEN 'egress' ELSE 'ingress' END"""
+    )
+
+    # When the analysis runs over the records, and over the reduced records
+    con.execute(f"CREATE TABLE reduced AS {analysis.render_reduced(name, options, STANDARD)}")
+    whole = con.execute(render("duckdb", name, options)).fetchall()
+    reduced = con.execute(render("duckdb", "reduced", options)).fetchall()
+    inside = con.execute(
+        "SELECT srcaddr, count(*) FROM reduced "
+        "WHERE dstaddr LIKE '10.%' OR dstaddr LIKE '172.31.%' OR dstaddr LIKE '192.168.%' "
+        "GROUP BY srcaddr"
+    ).fetchall()
+
+    # Then the features are the same, from one record a source of the traffic inside
+    assert reduced == whole
+    assert {row[1] for row in whole} >= {"10.0.1.5", "10.0.1.250", "52.1.2.3"}
+    assert inside and all(count == 1 for _, count in inside)

@@ -10,6 +10,7 @@ import pytest
 from cloud_sniper.beacons import formats
 from cloud_sniper.beacons.engine import load
 from cloud_sniper.beacons.formats import FormatError, discover, sniff
+from cloud_sniper.beacons.models import ScanOptions
 from tests.beacon_records import T0, Record, beacon, nodata, skipdata, write_log
 
 V5_HEADER = (
@@ -22,7 +23,7 @@ V5_HEADER = (
 def read(*paths):
     """Load the files into a fresh database; the stats and the records as dicts."""
     con = duckdb.connect()
-    stats, _ = load(con, discover(paths), every_column=True)
+    stats, _ = load(con, discover(paths))
     cursor = con.execute("SELECT * FROM flow_records ORDER BY start, srcport")
     names = [c[0] for c in cursor.description]
     return stats, [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -63,9 +64,9 @@ def test_the_load_keeps_the_columns_the_analysis_reads_of_those_the_files_have(t
         f"49152 443 10.0.1.5 203.0.113.7 6 840 10 {T0} {T0 + 1} ACCEPT 19 OK egress 8\n"
     )
 
-    _, plain = load(duckdb.connect(), discover([default]))
-    _, both = load(duckdb.connect(), discover([default, custom]))
-    _, every = load(duckdb.connect(), discover([default]), every_column=True)
+    _, plain = load(duckdb.connect(), discover([default]), options=ScanOptions())
+    _, both = load(duckdb.connect(), discover([default, custom]), options=ScanOptions())
+    _, every = load(duckdb.connect(), discover([default]))
 
     # Then without the flow's direction the interface says nothing; packets are never read
     assert {"srcaddr", "bytes", "log_status"} <= plain
@@ -73,6 +74,26 @@ def test_the_load_keeps_the_columns_the_analysis_reads_of_those_the_files_have(t
     assert {"flow_direction", "interface_id", "pkt_srcaddr"} <= both
     assert not {"packets", "tcp_flags"} & both
     assert {"packets", "interface_id"} <= every and "flow_direction" not in every
+
+
+def test_the_scans_load_keeps_only_the_records_the_analysis_reads_and_counts_all(tmp_path):
+    # Given a call out, its answer, a rejected call, and a NODATA record
+    answer = Record("203.0.113.7", "10.0.1.5", 443, 49152, T0, T0 + 1)
+    rejected = Record("10.0.1.5", "203.0.113.8", 49153, 443, T0, T0 + 1, action="REJECT")
+    path = write_log(tmp_path / "a.log", [RECORD, answer, rejected, nodata()])
+
+    # When loaded for the default analysis, and for one that reads the rejected too
+    con = duckdb.connect()
+    stats, _ = load(con, discover([path]), options=ScanOptions())
+    kept = con.execute("SELECT srcaddr, dstaddr FROM flow_records ORDER BY 2").fetchall()
+    con = duckdb.connect()
+    load(con, discover([path]), options=ScanOptions(include_rejected=True))
+    with_rejected = con.execute("SELECT count(*) FROM flow_records").fetchone()[0]
+
+    # Then only the call out is kept, and every record is counted
+    assert kept == [("10.0.1.5", "203.0.113.7")]
+    assert with_rejected == 2
+    assert (stats.records, stats.nodata) == (4, 1)
 
 
 def test_default_format_without_a_header(tmp_path):
