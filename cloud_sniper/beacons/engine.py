@@ -30,7 +30,7 @@ BATCH_TABLE = "flow_batch"
 BATCH_BYTES = 128 * 1024 * 1024
 BAD_SAMPLE = 5
 THREADS = 2
-MEMORY_SHARE = 0.75  # of the memory available now: the machine is shared
+MEMORY_SHARE = 0.5  # of the memory available now: the machine is shared
 MIN_MEMORY = 1 << 30
 
 
