@@ -226,14 +226,6 @@ WHERE {where}"""
     return [d.cte("flows", flows, materialized=False)]
 
 
-def records_read(options: ScanOptions, columns: Collection[str] | None = None) -> str:
-    """The test, over the source's columns, of the records the analysis reads: a scan that
-    loads its records keeps these alone."""
-    return " AND ".join(
-        f"({condition})" for condition in _read_conditions(_present(columns), options)
-    )
-
-
 def render_reduced(source: str, options: ScanOptions, columns: Collection[str]) -> str:
     """The records of `source` the analysis reads, reduced to what it needs of them, in the
     columns given (fields_read of the source's).

@@ -1,8 +1,8 @@
 """The local scan on DuckDB: read every input out of core, analyse, score, verify the top pairs.
 
 Records never come into Python: they are loaded into an in-memory DuckDB database that spills
-to a temporary folder when memory runs short, and only the per-pair features and the top pairs'
-event times come back.
+to a temporary folder when memory runs short, reduced on the way to what the analysis reads of
+them, and only the per-pair features and the top pairs' event times come back.
 """
 
 from __future__ import annotations
