@@ -1,4 +1,5 @@
-"""`cloud-sniper beacons generate`: a seeded set of flow logs with planted beacons, to scan."""
+"""`cloud-sniper beacons generate` and `measure`: a seeded set of flow logs with planted beacons,
+and how well the scan finds them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from cloud_sniper.beacons.models import ScanOptions
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
 _UNITS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
@@ -64,6 +67,25 @@ def add_to(beacon_commands: Any) -> None:
     generate.add_argument("--json", action="store_true", help="print the ground truth as JSON")
     generate.set_defaults(command_function=run_generate)
 
+    measure = beacon_commands.add_parser(
+        "measure",
+        help="scan a generated set and judge the result against its ground truth",
+        description="Scan the set `beacons generate` wrote into OUT with every candidate "
+        "ranked, and print the precision and recall at the threshold, each planted beacon's "
+        "rank, score and period as found, and each false positive named after what the "
+        "generator made it as.",
+    )
+    measure.add_argument("out", metavar="OUT", help="a folder `beacons generate` wrote")
+    measure.add_argument(
+        "--min-score",
+        type=float,
+        default=ScanOptions.model_fields["min_score"].default,
+        metavar="X",
+        help="the threshold precision and recall are read at (default %(default)s)",
+    )
+    measure.add_argument("--json", action="store_true", help="print the measure as JSON")
+    measure.set_defaults(command_function=run_measure)
+
 
 def run_generate(args: argparse.Namespace) -> int:
     """Write the set; print what it holds, or its ground truth as JSON."""
@@ -93,6 +115,21 @@ def run_generate(args: argparse.Namespace) -> int:
     print(synthetic.describe(truth))
     print(f"ground truth in {args.out}/{synthetic.TRUTH_FILE}")
     print(f"scan it: cloud-sniper beacons scan {args.out}/{truth.data_dir}")
+    return 0
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    """Scan the generated set and print how the result compares with its ground truth."""
+    from cloud_sniper.beacons import formats, quality, synthetic
+    from cloud_sniper.cli import CliError
+
+    if not 0.0 <= args.min_score <= 1.0:
+        raise CliError(f"--min-score {args.min_score}: a score is between 0 and 1")
+    try:
+        measured = quality.measure(args.out, ScanOptions(min_score=args.min_score))
+    except (synthetic.SyntheticError, formats.FormatError) as exc:
+        raise CliError(str(exc)) from exc
+    print(measured.model_dump_json(indent=2) if args.json else quality.describe(measured))
     return 0
 
 

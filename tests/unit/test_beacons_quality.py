@@ -136,3 +136,30 @@ def test_the_scan_meets_its_targets_on_a_generated_set(default_set):
     assert all(item.rank is not None for item in measured.beacons), quality.describe(measured)
     truth = synthetic.load_truth(default_set)
     assert measured.records == truth.records - truth.bad_lines
+
+
+def test_the_measure_command_prints_the_figures_and_every_beacons_rank(default_set, capsys):
+    from cloud_sniper.cli import main
+
+    # When a person measures the generated set, as text and as JSON
+    status = main(["beacons", "measure", str(default_set)])
+    printed = capsys.readouterr().out
+    as_json = main(["beacons", "measure", str(default_set), "--json", "--min-score", "0.9"])
+    measured = quality.Quality.model_validate_json(capsys.readouterr().out)
+
+    # Then the text gives precision, recall and a row per planted beacon, with its rank
+    truth = synthetic.load_truth(default_set)
+    assert status == as_json == 0
+    assert printed.startswith("threshold 0.7: precision ")
+    for planted in truth.beacons:
+        assert f"{planted.src} -> {planted.dst}:{planted.dst_port}/{planted.protocol}" in printed
+    assert measured.threshold == 0.9 and len(measured.beacons) == len(truth.beacons)
+
+
+def test_the_measure_command_names_a_folder_without_ground_truth(tmp_path, capsys):
+    from cloud_sniper.cli import main
+
+    assert main(["beacons", "measure", str(tmp_path)]) == 1
+    assert "no ground truth" in capsys.readouterr().err
+    assert main(["beacons", "measure", str(tmp_path), "--min-score", "2"]) == 1
+    assert "--min-score 2.0: a score is between 0 and 1" in capsys.readouterr().err
