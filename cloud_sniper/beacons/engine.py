@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ TABLE = "flow_records"
 REJECTS_TABLE = "bad_lines"
 REJECTS_SCAN = "bad_line_scans"
 BATCH_TABLE = "flow_batch"
+FEATURES_TABLE = "pair_features"
 # Files are read this much (compressed) at a time: a batch's table is a few hundred MB at most.
 BATCH_BYTES = 128 * 1024 * 1024
 BAD_SAMPLE = 5
@@ -50,7 +52,7 @@ def scan(
         )
     with _database() as con:
         stats, columns = load(con, files, progress, options=options)
-        features = features_of(con, options, columns)
+        candidates, features = features_of(con, options, columns)
         reported = scoring.reported(features, options)
         top = reported[: options.top]
         times = event_times(con, options, [f for f, _ in top], columns)
@@ -74,7 +76,7 @@ def scan(
         write_pictures(pictures, drawn)
     return ScanResult(
         pairs=pairs,
-        candidates=len(features),
+        candidates=candidates,
         stats=stats,
         seconds=round(time.monotonic() - started, 3),
     )
@@ -235,17 +237,34 @@ LIMIT {BAD_SAMPLE}"""
 
 def features_of(
     con: Any, options: ScanOptions, columns: frozenset[str] | None = None
-) -> list[PairFeatures]:
-    """The analysis over the loaded records: one row of features per candidate pair."""
-    cursor = con.execute(analysis.render("duckdb", TABLE, options, columns))
-    names = [column[0] for column in cursor.description]
-    wanted = [(name, names.index(name)) for name in analysis.FEATURE_COLUMNS]
+) -> tuple[int, list[PairFeatures]]:
+    """The analysis over the loaded records: how many candidate pairs it found, and the features
+    of those that can score the threshold (scoring.ceiling), the others left in DuckDB."""
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {FEATURES_TABLE} AS "
+        f"{analysis.render('duckdb', TABLE, options, columns)}"
+    )
+    moments = con.execute(
+        f"SELECT pair_id, {', '.join(scoring.MOMENT_FIELDS)} FROM {FEATURES_TABLE}"
+    ).fetchall()
+    hopeful = [
+        pair_id
+        for pair_id, *values in moments
+        if scoring.ceiling(_Moments(*values)) >= options.min_score
+    ]
+    cursor = con.execute(
+        f"SELECT {', '.join(analysis.FEATURE_COLUMNS)} FROM {FEATURES_TABLE} "
+        "WHERE pair_id IN (SELECT unnest(?)) ORDER BY pair_id",
+        [hopeful],
+    )
     # Rows of the analysis's own query, typed by it: built unvalidated, as validating tens of
     # thousands of candidates took longer than scoring them.
-    return [
-        PairFeatures.model_construct(**{name: row[i] for name, i in wanted})
+    features = [
+        PairFeatures.model_construct(**dict(zip(analysis.FEATURE_COLUMNS, row, strict=True)))
         for row in cursor.fetchall()
     ]
+    con.execute(f"DROP TABLE {FEATURES_TABLE}")
+    return len(moments), features
 
 
 def event_times(
@@ -263,6 +282,9 @@ def event_times(
     for src, dst, port, protocol, ts in rows:
         times[(src, dst, port, protocol)].append(ts)
     return times
+
+
+_Moments = namedtuple("_Moments", scoring.MOMENT_FIELDS)
 
 
 def _key(f: PairFeatures) -> tuple[str, str, int, int]:

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from cloud_sniper.beacons.analysis import PairFeatures
 from cloud_sniper.beacons.models import PairScore, ScanOptions
@@ -188,7 +189,35 @@ def reported(
     return sorted(kept, key=lambda pair: (-pair[1].score, pair[0].pair_id))
 
 
-def ceiling(features: PairFeatures, weights: Weights = DEFAULT_WEIGHTS) -> float:
+# What ceiling() reads of a pair's features: its quartiles, deviations and intervals.
+MOMENT_FIELDS = (
+    "active_deltas",
+    "ts_q1",
+    "ts_median",
+    "ts_q3",
+    "ts_mad",
+    "ds_q1",
+    "ds_median",
+    "ds_q3",
+    "ds_mad",
+)
+
+
+class Moments(Protocol):
+    """The features ceiling() reads: PairFeatures, or a row of those fields alone."""
+
+    active_deltas: int
+    ts_q1: float
+    ts_median: float
+    ts_q3: float
+    ts_mad: float
+    ds_q1: float
+    ds_median: float
+    ds_q3: float
+    ds_mad: float
+
+
+def ceiling(features: Moments, weights: Weights = DEFAULT_WEIGHTS) -> float:
     """The most judge() can score the pair: its histogram taken as perfect, the rest as scored.
 
     The histogram is the costly part of a judgement; a pair whose ceiling is below the
@@ -197,7 +226,7 @@ def ceiling(features: PairFeatures, weights: Weights = DEFAULT_WEIGHTS) -> float
     return _weighted(_subscores(features, 1.0, 1.0), _confidence(features), weights)
 
 
-def _subscores(features: PairFeatures, hist: float, duration: float) -> dict[str, float]:
+def _subscores(features: Moments, hist: float, duration: float) -> dict[str, float]:
     """Every subscore, given the histogram's two."""
     _, ts_skew_score = bowley(features.ts_q1, features.ts_median, features.ts_q3)
     _, size_skew_score = bowley(features.ds_q1, features.ds_median, features.ds_q3)
@@ -215,7 +244,7 @@ def _subscores(features: PairFeatures, hist: float, duration: float) -> dict[str
     return subscores
 
 
-def _confidence(features: PairFeatures) -> float:
+def _confidence(features: Moments) -> float:
     return features.active_deltas / (features.active_deltas + CONFIDENCE_INTERVALS)
 
 
