@@ -24,8 +24,8 @@ from cloud_sniper.beacons.models import PairScore, ScanOptions
 POISSON_MAD_RATIO = math.asinh(0.5) / math.log(2)
 # Bowley skewness means nothing over a spread this small (seconds, bytes): jitter of a second.
 MIN_SKEW_SPREAD = 10.0
-# RITA's duration: the histogram needs this many active bins, and this run of consecutive ones
-# is full consistency.
+# RITA's histogram: evenness and duration need this many active bins, and this run of
+# consecutive ones is full consistency.
 MIN_ACTIVE_BINS = 6
 IDEAL_RUN = 12
 BIMODAL_MIN_BINS = 11
@@ -98,9 +98,10 @@ def size_mad_score(median: float, mad: float) -> float:
 def histogram_scores(features: PairFeatures) -> tuple[float, float]:
     """The histogram's evenness over its active bins, and its duration over the window."""
     counts = [count for count in features.hist_counts if count > 0]
-    if not counts:
-        return 0.0, 0.0
     bins_total = int((features.window_end - features.window_start) // features.bin_seconds) + 1
+    if len(counts) < min(MIN_ACTIVE_BINS, bins_total):
+        # A burst within an hour or two is even in its one bin and says nothing of a schedule.
+        return 0.0, 0.0
     # The first and last active bins are cut by the start and end of the activity.
     inner = counts[1:-1] if len(counts) >= 4 else counts
     mean = sum(inner) / len(inner)
@@ -109,13 +110,11 @@ def histogram_scores(features: PairFeatures) -> tuple[float, float]:
     bimodal = _bimodal_fit(counts)
     hist = max(evenness, bimodal)
 
-    duration = 0.0
-    if len(counts) >= min(MIN_ACTIVE_BINS, bins_total):
-        window = max(features.window_end - features.window_start, 1)
-        coverage = _unit((features.last_seen - features.first_seen) / window)
-        run = _longest_run(features.hist_bins, bins_total)
-        consistency = _unit(run / min(IDEAL_RUN, bins_total))
-        duration = max(coverage, consistency)
+    window = max(features.window_end - features.window_start, 1)
+    coverage = _unit((features.last_seen - features.first_seen) / window)
+    run = _longest_run(features.hist_bins, bins_total)
+    consistency = _unit(run / min(IDEAL_RUN, bins_total))
+    duration = max(coverage, consistency)
     return round(hist, 3), round(duration, 3)
 
 

@@ -199,3 +199,17 @@ def test_random_calls_have_a_ceiling_below_the_threshold_so_are_not_judged():
 
 def scoring_options(min_score: float) -> ScanOptions:
     return ScanOptions(min_score=min_score)
+
+
+def test_a_burst_of_calls_a_second_apart_is_no_schedule():
+    # Given a day of a beacon elsewhere, and one host opening 24 connections in 24 seconds to a
+    # site (a page's resources): intervals of one second, as even as a clock at that resolution
+    burst = beacon(src="10.0.1.8", dst="198.51.100.20", period=1, hours=24 / 3600)
+    records = beacon() + burst
+
+    result = scored(records, ("10.0.1.8", "198.51.100.20", 443))
+
+    # Then its histogram, one active hour, counts for nothing, and it stays below the threshold
+    assert result.subscores["ts_mad"] == 1.0
+    assert result.subscores["ts_hist"] == result.subscores["ts_duration"] == 0.0
+    assert result.score < 0.7
