@@ -196,6 +196,14 @@ def print_result(result: ScanResult, options: ScanOptions, out: TextIO) -> None:
         _table(headers, rows, out)
     else:
         print(f"no pair scores {options.min_score} or more", file=out)
+    if result.dismissed:
+        print(
+            f"\n{len(result.dismissed)} pair(s) scored {options.min_score} or more but their "
+            "verification found no schedule:",
+            file=out,
+        )
+        for pair in result.dismissed:
+            print(f"  {pair.score:.3f}  {pair_text(pair)}  {pair.why}", file=out)
     stats = result.stats
     print(
         f"\n{len(result.pairs)} pair(s) reported of {result.candidates} candidate(s) with "

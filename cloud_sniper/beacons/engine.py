@@ -60,8 +60,11 @@ def scan(
     series = [times.get(_key(f), []) for f, _ in top]
     # numpy lets go of the interpreter in its transforms and sorts: a pair per core.
     with ThreadPoolExecutor(THREADS) as pool:
-        verdicts = list(pool.map(lambda s: verify.verify(s, options.seed), series))
+        verdicts = list(
+            pool.map(lambda s: verify.verify(s, options.seed, candidates=candidates), series)
+        )
     pairs = []
+    dismissed = []
     drawn = []
     for rank, (f, judgement) in enumerate(reported):
         pair = scoring.pair_score(f, judgement)
@@ -69,6 +72,9 @@ def scan(
             pair = _verified(pair, verdicts[rank])
             events = series[rank]
             drawn.append((pair, [b - a for a, b in zip(events, events[1:], strict=False)]))
+            if verdicts[rank].p_value is not None and not verdicts[rank].verified:
+                dismissed.append(pair)  # tested, and no schedule found
+                continue
         pairs.append(pair)
     if pictures is not None:
         from cloud_sniper.beacons.pictures import write_pictures
@@ -77,6 +83,7 @@ def scan(
     return ScanResult(
         pairs=pairs,
         candidates=candidates,
+        dismissed=dismissed,
         stats=stats,
         seconds=round(time.monotonic() - started, 3),
     )

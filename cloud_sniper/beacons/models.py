@@ -77,5 +77,7 @@ class ScanResult(_Frozen):
 
     pairs: list[PairScore]
     candidates: int
+    # Top pairs scoring the threshold whose verification found no schedule: not beacons.
+    dismissed: list[PairScore] = Field(default_factory=list)
     stats: InputStats
     seconds: float

@@ -75,11 +75,13 @@ def measure(
 
 
 def evaluate(truth: GroundTruth, result: ScanResult, threshold: float) -> Quality:
-    """Judge a scan's pairs (all candidates, best first) against the ground truth."""
-    ranked = sorted(result.pairs, key=lambda pair: -pair.score)
+    """Judge a scan's pairs (all candidates, best first) against the ground truth; a pair the
+    verification dismissed keeps its rank but is not reported."""
+    ranked = sorted(result.pairs + result.dismissed, key=lambda pair: -pair.score)
     position = {_key(pair): (rank, pair) for rank, pair in enumerate(ranked, start=1)}
     planted = {_beacon_key(beacon): beacon for beacon in truth.beacons}
-    reported = [pair for pair in ranked if pair.score >= threshold]
+    dismissed = {_key(pair) for pair in result.dismissed}
+    reported = [p for p in ranked if p.score >= threshold and _key(p) not in dismissed]
 
     beacons = []
     for key, beacon in planted.items():
@@ -89,7 +91,7 @@ def evaluate(truth: GroundTruth, result: ScanResult, threshold: float) -> Qualit
                 beacon=beacon,
                 rank=rank,
                 score=pair.score if pair else None,
-                reported=pair is not None and pair.score >= threshold,
+                reported=pair is not None and pair.score >= threshold and key not in dismissed,
                 period_seconds=pair.period_seconds if pair else None,
                 why=pair.why if pair else "not a candidate",
             )

@@ -104,6 +104,27 @@ def test_precision_and_recall_are_read_at_the_threshold_from_every_candidate():
     assert "10.0.1.5 -> 45.1.1.2:443/6  MISSED" in text
 
 
+def test_a_pair_the_verification_dismissed_keeps_its_rank_but_is_not_reported():
+    # Given a scan whose verification dismissed a beacon and a background pair above 0.7
+    scanned = ScanResult(
+        pairs=[pair("10.0.1.4", "45.1.1.1", 0.95)],
+        dismissed=[pair("10.0.1.5", "45.1.1.2", 0.8), pair("10.0.1.8", "45.7.7.7", 0.75)],
+        candidates=10,
+        stats=InputStats(records=1000),
+        seconds=1,
+    )
+
+    # When it is judged at 0.7
+    judged = quality.evaluate(TRUTH, scanned, threshold=0.7)
+
+    # Then only the reported pair counts: no false positive, one beacon missed at its rank
+    assert (judged.reported, judged.found, judged.false_positives) == (1, 1, [])
+    assert [(b.beacon.src, b.rank, b.reported) for b in judged.beacons] == [
+        ("10.0.1.4", 1, True),
+        ("10.0.1.5", 2, False),
+    ]
+
+
 def test_a_beacon_that_is_not_even_a_candidate_has_no_rank():
     judged = quality.evaluate(TRUTH, result(pair("10.0.1.4", "45.1.1.1", 0.95)), threshold=0.7)
 

@@ -118,7 +118,8 @@ def test_the_command_prints_json(logs, capsys):
 
     document = json.loads(capsys.readouterr().out)
     assert status == EXIT_OK
-    assert set(document) == {"pairs", "candidates", "stats", "seconds"}
+    assert set(document) == {"pairs", "candidates", "stats", "seconds", "dismissed"}
+    assert document["dismissed"] == []  # nothing verified, so nothing dismissed
     # With a lower threshold the random calls are reported too, and nothing is verified
     assert len(document["pairs"]) == 2
     assert all(p["verified"] is None for p in document["pairs"])
@@ -160,3 +161,36 @@ def test_the_progress_bar_counts_files_and_records():
 
 def test_duckdb_gets_a_share_of_the_memory_available():
     assert memory_limit() >= 1 << 30
+
+
+def test_the_command_lists_the_pairs_the_verification_dismissed():
+    from cloud_sniper.beacons.command import print_result
+    from cloud_sniper.beacons.models import InputStats, PairScore, ScanResult
+
+    at = datetime(2026, 12, 3, tzinfo=UTC)
+    dismissed = PairScore(
+        src="10.0.3.95",
+        dst="138.134.43.98",
+        dst_port=9418,
+        protocol=6,
+        score=0.715,
+        connections=15,
+        bytes=16000,
+        first_seen=at,
+        last_seen=at,
+        verified=False,
+        p_value=1.0,
+        why="no spectral line, and intervals more regular than random arrivals' ...",
+    )
+    out = io.StringIO()
+
+    print_result(
+        ScanResult(pairs=[], dismissed=[dismissed], candidates=9, stats=InputStats(), seconds=1),
+        ScanOptions(),
+        out,
+    )
+
+    text = out.getvalue()
+    assert "no pair scores 0.7 or more" in text
+    assert "1 pair(s) scored 0.7 or more but their verification found no schedule:" in text
+    assert "0.715  10.0.3.95 -> 138.134.43.98:9418/tcp  no spectral line" in text

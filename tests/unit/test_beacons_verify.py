@@ -117,3 +117,31 @@ def test_the_regularity_of_many_draws_at_once_is_each_draws_own():
         deltas = deltas[deltas <= 4 * np.median(deltas)]
         median = np.median(deltas)
         assert value == pytest.approx(np.median(np.abs(deltas - median)) / median)
+
+
+# 15 calls of one host to one address in a day, found among 26,775 random candidate pairs of a
+# generated set: far more regular than random arrivals, by chance.
+CHANCE_REGULAR = np.array(
+    [0, 4987, 16907, 18373, 27162, 30685, 39891, 45495, 48260, 53859, 59658, 66216, 72774, 79074]
+    + [84388]
+)
+
+
+def test_regularity_alone_must_be_beyond_chance_among_the_candidates():
+    # When the chance-regular calls are verified alone, and as one of the scan's many pairs
+    alone = verify(CHANCE_REGULAR, SEED)
+    among_many = verify(CHANCE_REGULAR, SEED, candidates=26_775)
+
+    # Then alone they pass on their regularity; among many, as many would, they do not
+    assert alone.verified and "far more regular than random" in alone.why
+    assert not among_many.verified
+    assert "not beyond chance among the scan's 26,775 candidate pairs" in among_many.why
+    assert among_many.p_value == 1.0  # more than one such pair expected by chance
+
+
+def test_a_schedule_holds_among_any_number_of_candidates():
+    clockwork = verify(np.arange(0, 86400, 60), SEED, candidates=1_000_000)
+    half_jitter = verify(renewal(300, 0.5, 288), SEED, candidates=1_000_000)
+
+    assert clockwork.verified and "periodogram peak" in clockwork.why
+    assert half_jitter.verified and "far more regular than random" in half_jitter.why
