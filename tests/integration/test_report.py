@@ -263,9 +263,7 @@ def test_an_approval_answered_meanwhile_keeps_its_answer(account, mitigated, sta
     assert "timed_out_at" not in item
 
 
-def test_an_escalated_approval_answered_in_time_is_not_marked_timed_out(
-    account, mitigated, caplog
-):
+def test_an_escalated_approval_answered_in_time_is_not_marked_timed_out(account, mitigated, caplog):
     # Given an approval whose first wait timed out, escalated, then approved: the state keeps the
     # first timeout beside the answer
     request = mitigated()
