@@ -228,9 +228,10 @@ def scan(
 
     columns, rows = ports.queries.rows(query_id)
     features = read_features(columns, rows)
-    # TODO(beacons): the top pairs are not verified here as the local scan verifies them (the
-    # periodogram and permutation test need each pair's event times, a second query, and numpy,
-    # which the Lambda layer lacks): a finding carries verified None.
+    # TODO(beacons): the top pairs are not verified here as the local scan verifies them, so
+    # none is dismissed as chance regularity among the candidates and a finding carries
+    # verified None. It needs each pair's event times (a second query) and numpy in the layer,
+    # whose releases since 2.3 have no wheel for its manylinux2014 platform.
     found = beacons(features, options)
     published = found[: settings.max_findings]
     sources = ports.addresses.resolve(sorted({pair.src for pair in published}))
