@@ -16,13 +16,23 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / ".build"
 
 # The Lambda platform the layer is built for; the functions' runtime and architecture match.
-LAYER_PLATFORM = ("manylinux2014_x86_64", "cp", "3.12")
+# Python 3.12 on Lambda runs on Amazon Linux 2023 (glibc 2.34): wheels for glibc 2.17
+# (manylinux2014) and 2.28 both load there, and numpy ships only the latter since 2.3.
+LAYER_PLATFORM = (("manylinux2014_x86_64", "manylinux_2_28_x86_64"), "cp", "3.12")
 # boto3 is in the Lambda runtime; these are what the services import besides.
-# jinja2 and pygal render the summary page and its charts (services/report/summary_render.py).
-LAYER_DISTRIBUTIONS = ("aws-lambda-powertools", "pydantic", "jinja2", "pygal", "thehive4py")
+# jinja2 and pygal render the summary page and its charts (services/report/summary_render.py);
+# numpy verifies the beacon scan's top pairs (cloud_sniper/beacons/verify.py).
+LAYER_DISTRIBUTIONS = (
+    "aws-lambda-powertools",
+    "pydantic",
+    "jinja2",
+    "pygal",
+    "thehive4py",
+    "numpy",
+)
 POLICY_IN_BUNDLE = Path("cloud_sniper/data/policy.json")
 # Modules a service ships beside the domain. The beacon scan scores in Lambda with the beacon
-# analysis's models and scoring, never its DuckDB engine or its generator (no DuckDB, no numpy).
+# analysis's models, scoring and verification, never its DuckDB engine or its generator.
 SERVICE_MODULES = {
     # The approval request opens the incident's TheHive case with the report's own case code.
     "decide": (
@@ -39,6 +49,7 @@ SERVICE_MODULES = {
         "cloud_sniper/beacons/findings.py",
         "cloud_sniper/beacons/models.py",
         "cloud_sniper/beacons/scoring.py",
+        "cloud_sniper/beacons/verify.py",
     ),
 }
 
@@ -129,7 +140,8 @@ def stage_layer(
 
 
 def _pip_install(requirements: list[str], target: Path) -> None:
-    platform, implementation, python_version = LAYER_PLATFORM
+    platforms, implementation, python_version = LAYER_PLATFORM
+    platform = ", ".join(platforms)
     command = [
         sys.executable,
         "-m",
@@ -138,8 +150,7 @@ def _pip_install(requirements: list[str], target: Path) -> None:
         "--quiet",
         "--disable-pip-version-check",
         "--no-compile",
-        "--platform",
-        platform,
+        *(option for name in platforms for option in ("--platform", name)),
         "--implementation",
         implementation,
         "--python-version",

@@ -169,9 +169,10 @@ FUNCTIONS = {
             "services.beacons.handler.scan",
             # Athena's query over a day of an estate's flow logs takes minutes, not seconds.
             900,
-            "Scans the flow logs for beacons with Athena; each one goes on the project bus as a "
-            "finding",
-            memory_mb=512,
+            "Scans the flow logs for beacons with Athena, verifies the best; each one goes on "
+            "the project bus as a finding",
+            # Lambda's CPU grows with memory: a full vCPU for the verification's transforms.
+            memory_mb=1769,
         ),
     )
 }

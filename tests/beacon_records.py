@@ -183,3 +183,23 @@ def features(records: Iterable[Record], options=None) -> dict:
     names = [c[0] for c in cursor.description]
     rows = [PairFeatures(**dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
     return {(f.src, f.dst, f.dst_port): f for f in rows}
+
+
+# 15 calls of one host to one address in a day, found among 26,775 random candidate pairs of a
+# generated set: far more regular than random arrivals, by chance.
+CHANCE_REGULAR = [
+    0,
+    4987,
+    16907,
+    18373,
+    27162,
+    30685,
+    39891,
+    45495,
+    48260,
+    53859,
+    59658,
+    66216,
+    72774,
+    79074,
+] + [84388]

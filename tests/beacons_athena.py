@@ -23,6 +23,23 @@ Rows = list[list[str | None]]
 
 def run_on_duckdb(out: Path, scan: service.Window, options: ScanOptions) -> tuple[list[str], Rows]:
     """The scan's query over the set generate() wrote into OUT; columns and Athena's texts."""
+    sql = service.athena_query(
+        naming.FLOW_LOGS_DATABASE, naming.FLOW_LOGS_TABLE, scan, options, dialect="duckdb"
+    )
+    return _answer(out, sql)
+
+
+def run_events_on_duckdb(
+    out: Path, scan: service.Window, options: ScanOptions, pairs: list[tuple[str, str, int, int]]
+) -> tuple[list[str], Rows]:
+    """The verification's query for those pairs over the same set; columns and Athena's texts."""
+    sql = service.events_query(
+        naming.FLOW_LOGS_DATABASE, naming.FLOW_LOGS_TABLE, scan, options, pairs, dialect="duckdb"
+    )
+    return _answer(out, sql)
+
+
+def _answer(out: Path, sql: str) -> tuple[list[str], Rows]:
     connection = duckdb.connect()
     connection.execute(f'CREATE SCHEMA "{naming.FLOW_LOGS_DATABASE}"')
     data = out / synthetic.DATA_DIR
@@ -30,9 +47,6 @@ def run_on_duckdb(out: Path, scan: service.Window, options: ScanOptions) -> tupl
         f'CREATE VIEW "{naming.FLOW_LOGS_DATABASE}"."{naming.FLOW_LOGS_TABLE}" AS SELECT * '
         f"FROM read_parquet('{data}/**/*.parquet', hive_partitioning = true, "
         "hive_types_autocast = false)"
-    )
-    sql = service.athena_query(
-        naming.FLOW_LOGS_DATABASE, naming.FLOW_LOGS_TABLE, scan, options, dialect="duckdb"
     )
     cursor = connection.execute(sql)
     columns = [column[0] for column in cursor.description]

@@ -19,7 +19,7 @@ from typing import Any
 
 from cloud_sniper.beacons import analysis, formats, scoring, verify
 from cloud_sniper.beacons.analysis import PairFeatures
-from cloud_sniper.beacons.models import InputStats, PairScore, ScanOptions, ScanResult
+from cloud_sniper.beacons.models import InputStats, ScanOptions, ScanResult
 
 Progress = Callable[[int, int], None]
 
@@ -69,11 +69,11 @@ def scan(
     for rank, (f, judgement) in enumerate(reported):
         pair = scoring.pair_score(f, judgement)
         if rank < options.top:
-            pair = _verified(pair, verdicts[rank])
+            pair = verify.with_verdict(pair, verdicts[rank])
             events = series[rank]
             drawn.append((pair, [b - a for a, b in zip(events, events[1:], strict=False)]))
-            if verdicts[rank].p_value is not None and not verdicts[rank].verified:
-                dismissed.append(pair)  # tested, and no schedule found
+            if verdicts[rank].dismissed:
+                dismissed.append(pair)
                 continue
         pairs.append(pair)
     if pictures is not None:
@@ -296,18 +296,6 @@ _Moments = namedtuple("_Moments", scoring.MOMENT_FIELDS)
 
 def _key(f: PairFeatures) -> tuple[str, str, int, int]:
     return (f.src, f.dst, f.dst_port, f.protocol)
-
-
-def _verified(pair: PairScore, result: verify.Verification) -> PairScore:
-    changes: dict[str, Any] = {
-        "verified": result.verified,
-        "p_value": result.p_value,
-        "why": f"{pair.why}; {result.why}",
-    }
-    if result.verified:
-        changes["period_seconds"] = result.period_seconds
-        changes["jitter"] = result.jitter
-    return pair.model_copy(update=changes)
 
 
 def _batch_name(batch: list[formats.InputFile]) -> str:

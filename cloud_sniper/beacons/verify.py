@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from cloud_sniper.beacons.analysis import GAP_FACTOR
+from cloud_sniper.beacons.models import PairScore
 
 PERMUTATIONS = 399
 ALPHA = 0.01
@@ -48,6 +50,24 @@ class Verification:
     jitter: float | None
     power: float
     why: str
+
+    @property
+    def dismissed(self) -> bool:
+        """Tested, and no schedule found: not a beacon (a pair too short to test is not)."""
+        return self.p_value is not None and not self.verified
+
+
+def with_verdict(pair: PairScore, result: Verification) -> PairScore:
+    """The pair as its verification found it: the verdict, and the period it measured."""
+    changes: dict[str, Any] = {
+        "verified": result.verified,
+        "p_value": result.p_value,
+        "why": f"{pair.why}; {result.why}",
+    }
+    if result.verified:
+        changes["period_seconds"] = result.period_seconds
+        changes["jitter"] = result.jitter
+    return pair.model_copy(update=changes)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cloud_sniper.beacons import analysis, scoring
+from cloud_sniper.beacons import analysis, scoring, verify
 from cloud_sniper.beacons.analysis import PairFeatures
 from cloud_sniper.beacons.findings import BeaconSource, beacon_event, beacon_finding
 from cloud_sniper.beacons.models import PairScore, ScanOptions
@@ -102,7 +102,9 @@ class Outcome(BaseModel):
     scanned_bytes: int
     candidates: int
     beacons: int
+    dismissed: int  # of the best, those the verification found no schedule in
     published: int
+    verified: int  # of those published, those the verification confirmed
     finding_ids: list[str]
     seconds: float
 
@@ -148,6 +150,24 @@ def athena_query(
     The DuckDB rendering of the same query runs it on a local copy of the table, for the tests.
     """
     rendered = analysis.render(dialect, WINDOW_RELATION, options)
+    return _narrowed(database, table, scan, rendered)
+
+
+def events_query(
+    database: str,
+    table: str,
+    scan: Window,
+    options: ScanOptions,
+    pairs: list[tuple[str, str, int, int]],
+    dialect: analysis.DialectName = "athena",
+) -> str:
+    """The event times of the pairs given, over the same partitions: for their verification."""
+    rendered = analysis.render_events(dialect, WINDOW_RELATION, options, pairs)
+    return _narrowed(database, table, scan, rendered)
+
+
+def _narrowed(database: str, table: str, scan: Window, rendered: str) -> str:
+    """A query over the window relation, which the table's partitions of the window become."""
     head = "WITH\n"
     if not rendered.startswith(head):  # pragma: no cover - the analysis always renders a WITH
         raise BeaconScanError("the Athena rendering of the analysis is not a WITH query")
@@ -218,7 +238,8 @@ def scan(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
-    """One run: query the window, score the pairs, publish a finding per beacon (the best)."""
+    """One run: query the window, score the pairs, verify the best, publish a finding for each
+    the verification kept."""
     started = clock()
     scan_window = window(at, settings.window_hours)
     options = ScanOptions(since=scan_window.since, min_score=settings.min_score)
@@ -228,12 +249,17 @@ def scan(
 
     columns, rows = ports.queries.rows(query_id)
     features = read_features(columns, rows)
-    # TODO(beacons): the top pairs are not verified here as the local scan verifies them, so
-    # none is dismissed as chance regularity among the candidates and a finding carries
-    # verified None. It needs each pair's event times (a second query) and numpy in the layer,
-    # whose releases since 2.3 have no wheel for its manylinux2014 platform.
     found = beacons(features, options)
-    published = found[: settings.max_findings]
+    verified = verify_top(
+        ports.queries,
+        settings,
+        scan_window,
+        options,
+        found[: settings.max_findings],
+        len(features),
+        Deadline(deadline, clock, sleep),
+    )
+    published = verified.kept
     sources = ports.addresses.resolve(sorted({pair.src for pair in published}))
     documents = [
         beacon_finding(
@@ -251,13 +277,81 @@ def scan(
         query_id=query_id,
         since=scan_window.since,
         until=scan_window.until,
-        scanned_bytes=status.scanned_bytes,
+        scanned_bytes=status.scanned_bytes + verified.scanned_bytes,
         candidates=len(features),
         beacons=len(found),
+        dismissed=len(verified.dismissed),
         published=len(documents),
+        verified=sum(1 for pair in published if pair.verified),
         finding_ids=[document["id"] for document in documents],
         seconds=round(clock() - started, 3),
     )
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When the function must stop, and the clock and sleep to follow a query by."""
+
+    at: float
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The best pairs after their verification, and what reading their event times cost."""
+
+    kept: list[PairScore]
+    dismissed: list[PairScore]  # tested, and no schedule found
+    scanned_bytes: int = 0
+
+
+def verify_top(
+    queries: Queries,
+    settings: Settings,
+    scan_window: Window,
+    options: ScanOptions,
+    pairs: list[PairScore],
+    candidates: int,
+    deadline: Deadline,
+) -> Verified:
+    """The best pairs verified as the local scan verifies them, their event times read by a
+    second query over the same partitions (as many bytes again as the first)."""
+    if not pairs:
+        return Verified([], [])
+    keys = [(pair.src, pair.dst, pair.dst_port, pair.protocol) for pair in pairs]
+    sql = events_query(settings.database, settings.table, scan_window, options, keys)
+    query_id = queries.start(sql, settings.database)
+    status = wait(
+        queries, query_id, deadline.at, settings.poll_seconds, deadline.clock, deadline.sleep
+    )
+    times = read_event_times(*queries.rows(query_id))
+
+    kept, dismissed = [], []
+    for pair, key in zip(pairs, keys, strict=True):
+        result = verify.verify(times.get(key, []), options.seed, candidates=candidates)
+        (dismissed if result.dismissed else kept).append(verify.with_verdict(pair, result))
+    return Verified(kept, dismissed, status.scanned_bytes)
+
+
+def read_event_times(
+    columns: Sequence[str], rows: Iterable[Sequence[str | None]]
+) -> dict[tuple[str, str, int, int], list[int]]:
+    """Athena's rows of (src, dst, dst_port, protocol, ts) as each pair's event times."""
+    times: dict[tuple[str, str, int, int], list[int]] = {}
+    for number, row in enumerate(rows, start=1):
+        values = dict(zip(columns, row, strict=True))
+        try:
+            key = (
+                str(values["src"]),
+                str(values["dst"]),
+                int(values["dst_port"] or ""),
+                int(values["protocol"] or ""),
+            )
+            times.setdefault(key, []).append(int(values["ts"] or ""))
+        except (KeyError, ValueError) as exc:
+            raise UnreadableResultError(f"event row {number}: {exc}") from exc
+    return times
 
 
 def _is_list(field: Any) -> bool:

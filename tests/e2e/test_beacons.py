@@ -19,7 +19,7 @@ from cloud_sniper.domain.normalize import normalize
 from cloud_sniper.local import pipeline
 from cloud_sniper.local.runtime import ACCOUNT, REGION
 from services.beacons import service
-from tests.beacons_athena import queue_in_moto, run_on_duckdb
+from tests.beacons_athena import queue_in_moto, run_events_on_duckdb, run_on_duckdb
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +45,10 @@ def test_a_beacon_found_by_the_scan_is_sent_for_approval_to_isolate_and_cut(
     options = ScanOptions(since=scan.since)
     columns, rows = run_on_duckdb(tmp_path, scan, options)
     queue_in_moto(columns, rows, ACCOUNT, REGION)
+    # And its verification's query, for the best pairs' event times
+    best = service.beacons(service.read_features(columns, rows), options)
+    keys = [(p.src, p.dst, p.dst_port, p.protocol) for p in best]
+    queue_in_moto(*run_events_on_duckdb(tmp_path, scan, options, keys), ACCOUNT, REGION)
 
     # When the deployed scan runs for the schedule's time
     response = clients("lambda").invoke(
@@ -54,9 +58,11 @@ def test_a_beacon_found_by_the_scan_is_sent_for_approval_to_isolate_and_cut(
     outcome = json.loads(response["Payload"].read())
     assert not response.get("FunctionError"), outcome
 
-    # Then it put the beacon on the project bus, as one finding
-    (pair,) = service.beacons(service.read_features(columns, rows), options)
+    # Then it put the beacon on the project bus, verified, as one finding
+    (pair,) = best
     assert (pair.src, pair.dst, pair.dst_port) == (planted.src, planted.dst, planted.dst_port)
+    assert (outcome["beacons"], outcome["dismissed"], outcome["published"]) == (1, 0, 1)
+    assert outcome["verified"] == 1
     document = beacon_finding(pair, account_id=ACCOUNT, region=REGION, detected_at=scan.until)
     assert outcome["finding_ids"] == [document["id"]]
     # And the intake started its execution, which waits for a person: the default policy asks

@@ -137,7 +137,7 @@ def test_the_scan_runs_on_its_schedule(assembly):
     # Then the scan may run as long as Lambda allows, every few hours; a retried run publishes
     # the same findings at the same time, which the intake starts once
     assert stack == STACK
-    assert (function["Timeout"], function["MemorySize"]) == (900, 512)
+    assert (function["Timeout"], function["MemorySize"]) == (900, 1769)
     assert rule["ScheduleExpression"] == f"rate({CONTEXT_DEFAULTS['beacons_schedule_hours']} hours)"
     assert rule["Targets"] == [
         {

@@ -153,6 +153,7 @@ def test_layer_requirements_are_pinned_to_this_environment():
         f"jinja2=={metadata.version('jinja2')}",
         f"pygal=={metadata.version('pygal')}",
         f"thehive4py=={metadata.version('thehive4py')}",
+        f"numpy=={metadata.version('numpy')}",
     ]
 
 

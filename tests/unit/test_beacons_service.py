@@ -11,7 +11,7 @@ import pytest
 
 from cloud_sniper.beacons import synthetic
 from cloud_sniper.beacons.findings import FINDING_TYPE, BeaconSource
-from cloud_sniper.beacons.models import ScanOptions
+from cloud_sniper.beacons.models import PairScore, ScanOptions
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import TransientAwsError
 from services.beacons import handler, service
@@ -23,7 +23,8 @@ from services.beacons.service import (
     UnreadableResultError,
 )
 from services.beacons.settings import Settings
-from tests.beacons_athena import run_on_duckdb
+from tests.beacon_records import CHANCE_REGULAR
+from tests.beacons_athena import run_events_on_duckdb, run_on_duckdb
 
 AT = datetime(2026, 12, 4, tzinfo=UTC)
 ENVIRONMENT = {
@@ -43,6 +44,8 @@ class FakeQueries:
 
     columns: list[str] = field(default_factory=list)
     result: list[list[str | None]] = field(default_factory=list)
+    # The second query's answer: the best pairs' event times, for their verification.
+    events: tuple[list[str], list[list[str | None]]] = ([], [])
     states: list[str] = field(default_factory=lambda: ["QUEUED", "RUNNING", "SUCCEEDED"])
     reason: str = ""
     started: list[tuple[str, str]] = field(default_factory=list)
@@ -50,7 +53,7 @@ class FakeQueries:
 
     def start(self, sql: str, database: str) -> str:
         self.started.append((sql, database))
-        return "query-1"
+        return f"query-{len(self.started)}"
 
     def status(self, query_id: str) -> QueryStatus:
         state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
@@ -60,7 +63,7 @@ class FakeQueries:
         self.stopped.append(query_id)
 
     def rows(self, query_id: str) -> tuple[list[str], list[list[str | None]]]:
-        return self.columns, self.result
+        return (self.columns, self.result) if query_id == "query-1" else self.events
 
 
 @dataclass
@@ -112,6 +115,17 @@ def answered(generated):
     out, truth = generated
     scan = service.window(truth.end, 24)
     return run_on_duckdb(out, scan, ScanOptions(since=scan.since))
+
+
+@pytest.fixture(scope="module")
+def events(generated, answered):
+    """What Athena answers the verification's query for the best pairs of that day."""
+    out, truth = generated
+    scan = service.window(truth.end, 24)
+    options = ScanOptions(since=scan.since)
+    best = service.beacons(service.read_features(*answered), options)[:25]
+    keys = [(p.src, p.dst, p.dst_port, p.protocol) for p in best]
+    return run_events_on_duckdb(out, scan, options, keys)
 
 
 def test_the_window_is_the_hours_before_the_scheduled_time():
@@ -179,12 +193,13 @@ def test_a_row_that_is_not_the_features_is_named(answered):
         service.read_features(columns, [unarray])
 
 
-def test_the_scan_publishes_a_finding_per_beacon_ten_at_a_time(generated, answered):
-    # Given Athena answering with the day's rows, and EC2 knowing the first beacon's host
+def test_the_scan_publishes_a_finding_per_beacon_ten_at_a_time(generated, answered, events):
+    # Given Athena answering with the day's rows and the best pairs' event times, and EC2
+    # knowing the first beacon's host
     out, truth = generated
     first = truth.beacons[0]
     source = BeaconSource(address=first.src, instance_id="i-0123456789abcdef0")
-    queries = FakeQueries(*answered)
+    queries = FakeQueries(*answered, events=events)
     addresses = FakeAddresses({first.src: source})
     bus = FakeBus()
     ports = Ports(queries, addresses, bus, account_id="123456789012", region="us-east-1")
@@ -193,9 +208,11 @@ def test_the_scan_publishes_a_finding_per_beacon_ten_at_a_time(generated, answer
     # When the scheduled scan runs at the end of the day
     outcome = service.scan(ports, settings(), truth.end, 900, clock, clock.sleep)
 
-    # Then the window's query ran in the flow-log database, and waited for Athena between polls
-    ((sql, database),) = queries.started
-    assert database == naming.FLOW_LOGS_DATABASE and "scan_window" in sql
+    # Then the window's query ran in the flow-log database, and waited for Athena between polls;
+    # then the verification's, over the same partitions
+    (sql, database), (events_sql, events_database) = queries.started
+    assert database == events_database == naming.FLOW_LOGS_DATABASE
+    assert "scan_window" in sql and "scan_window" in events_sql and "wanted" in events_sql
     assert clock.now == 4.0
     # And each beacon went on the bus as a finding, in batches of at most ten
     assert [len(call) for call in bus.calls] == [10] * (outcome.published // 10) + (
@@ -215,6 +232,10 @@ def test_the_scan_publishes_a_finding_per_beacon_ten_at_a_time(generated, answer
         for d in details
     }
     assert {(b.src, b.dst) for b in truth.beacons} <= reported
+    # each of the planted beacons verified by its event times, its p-value in the evidence
+    assert outcome.dismissed == 0 and outcome.verified == outcome.published
+    evidence = [_evidence(d) for d in details]
+    assert all(e["verified"] is True and e["pValue"] <= 0.01 for e in evidence)
     # And the finding of the known host names its instance; the others their address only
     by_source = {
         d["resource"]["instanceDetails"]["networkInterfaces"][0]["privateIpAddress"]: d
@@ -222,13 +243,13 @@ def test_the_scan_publishes_a_finding_per_beacon_ten_at_a_time(generated, answer
     }
     assert by_source[first.src]["resource"]["instanceDetails"]["instanceId"] == source.instance_id
     assert {d["updatedAt"] for d in details} == {"2026-12-04T00:00:00.000Z"}
-    assert outcome.scanned_bytes == 123_456
+    assert outcome.scanned_bytes == 2 * 123_456  # the window's query and the verification's
     assert outcome.finding_ids == [d["id"] for d in details]
     assert (outcome.since, outcome.until) == (truth.start, truth.end)
 
 
-def test_a_run_publishes_at_most_its_cap_the_best_first(answered):
-    queries, bus = FakeQueries(*answered), FakeBus()
+def test_a_run_publishes_at_most_its_cap_the_best_first(answered, events):
+    queries, bus = FakeQueries(*answered, events=events), FakeBus()
     ports = Ports(queries, FakeAddresses(), bus, account_id="123456789012", region="us-east-1")
     clock = Clock()
 
@@ -303,3 +324,61 @@ def test_the_handler_lets_a_passing_failure_through_for_the_retry(monkeypatch):
 
     with pytest.raises(TransientAwsError):
         handler.scan({"time": "2026-12-04T00:00:00Z"}, Context())
+
+
+def _evidence(detail: dict[str, Any]) -> dict[str, Any]:
+    """The scan's measures a finding carries."""
+    return json.loads(detail["service"]["additionalInfo"]["value"])
+
+
+def test_the_verification_dismisses_a_pair_regular_only_by_chance():
+    # Given two of the best pairs: a clockwork beacon, and 15 calls regular only by chance
+    # (a pair of a generated set's background), among the window's 26,775 candidates
+    clockwork, chance = scored_pair("203.0.113.7"), scored_pair("198.51.100.9")
+    rows = [["10.0.1.5", "203.0.113.7", "443", "6", str(t)] for t in range(0, 86400, 60)]
+    rows += [["10.0.1.5", "198.51.100.9", "443", "6", str(t)] for t in CHANCE_REGULAR]
+    queries = FakeQueries(["src", "dst", "dst_port", "protocol", "ts"], rows)
+    clock = Clock()
+
+    # When they are verified
+    verified = service.verify_top(
+        queries,
+        settings(),
+        service.window(AT, 24),
+        ScanOptions(),
+        [clockwork, chance],
+        26_775,
+        service.Deadline(900, clock, clock.sleep),
+    )
+
+    # Then the beacon is kept, verified at its period, and the other dismissed with why
+    kept, dismissed = verified.kept, verified.dismissed
+    assert [(p.dst, p.verified, p.period_seconds) for p in kept] == [("203.0.113.7", True, 60)]
+    assert [(p.dst, p.verified) for p in dismissed] == [("198.51.100.9", False)]
+    assert "not beyond chance among the scan's 26,775 candidate pairs" in dismissed[0].why
+    ((sql, _),) = queries.started
+    assert "'198.51.100.9'" in sql and "'203.0.113.7'" in sql
+
+
+def test_an_event_row_that_is_not_one_is_named():
+    with pytest.raises(service.UnreadableResultError, match=r"^event row 2: "):
+        service.read_event_times(
+            ["src", "dst", "dst_port", "protocol", "ts"],
+            [["10.0.1.5", "203.0.113.7", "443", "6", "60"], ["10.0.1.5", "x", "443", "6", None]],
+        )
+
+
+def scored_pair(dst: str) -> PairScore:
+    at = datetime(2026, 12, 3, tzinfo=UTC)
+    return PairScore(
+        src="10.0.1.5",
+        dst=dst,
+        dst_port=443,
+        protocol=6,
+        score=0.8,
+        connections=100,
+        bytes=1000,
+        first_seen=at,
+        last_seen=at,
+        why="every 60 s",
+    )
