@@ -203,3 +203,23 @@ CHANCE_REGULAR = [
     72774,
     79074,
 ] + [84388]
+
+
+def scored_pair(src: str = "10.0.1.5", dst: str = "203.0.113.7", score: float = 0.8, **changes):
+    """A pair as the scan reports it, every other field a plain default."""
+    from datetime import UTC, datetime
+
+    from cloud_sniper.beacons.models import PairScore
+
+    at = datetime(2026, 12, 3, tzinfo=UTC)
+    fields = {
+        "dst_port": 443,
+        "protocol": 6,
+        "period_seconds": 60,
+        "connections": 100,
+        "bytes": 1000,
+        "first_seen": at,
+        "last_seen": at,
+        "why": "every 60 s",
+    }
+    return PairScore(src=src, dst=dst, score=score, **(fields | changes))

@@ -9,6 +9,7 @@ import pytest
 from cloud_sniper.beacons import quality, synthetic
 from cloud_sniper.beacons.models import InputStats, PairScore, ScanResult
 from cloud_sniper.beacons.synthetic import Confounder, GroundTruth, PlantedBeacon
+from tests.beacon_records import scored_pair
 
 AT = datetime(2026, 12, 3, tzinfo=UTC)
 
@@ -31,20 +32,8 @@ def beacon(src: str, dst: str) -> PlantedBeacon:
     )
 
 
-def pair(src: str, dst: str, score: float, port: int = 443) -> PairScore:
-    return PairScore(
-        src=src,
-        dst=dst,
-        dst_port=port,
-        protocol=6,
-        score=score,
-        period_seconds=60,
-        connections=100,
-        bytes=1000,
-        first_seen=AT,
-        last_seen=AT,
-        why="every 60 s",
-    )
+def pair(src: str, dst: str, score: float) -> PairScore:
+    return scored_pair(src, dst, score)
 
 
 TRUTH = GroundTruth(

@@ -19,6 +19,7 @@ from tests.beacon_records import (
     long_connection,
     nodata,
     random_calls,
+    scored_pair,
     skipdata,
     to_src,
     write_log,
@@ -165,19 +166,13 @@ def test_duckdb_gets_a_share_of_the_memory_available():
 
 def test_the_command_lists_the_pairs_the_verification_dismissed():
     from cloud_sniper.beacons.command import print_result
-    from cloud_sniper.beacons.models import InputStats, PairScore, ScanResult
+    from cloud_sniper.beacons.models import InputStats, ScanResult
 
-    at = datetime(2026, 12, 3, tzinfo=UTC)
-    dismissed = PairScore(
-        src="10.0.3.95",
-        dst="138.134.43.98",
+    dismissed = scored_pair(
+        "10.0.3.95",
+        "138.134.43.98",
+        0.715,
         dst_port=9418,
-        protocol=6,
-        score=0.715,
-        connections=15,
-        bytes=16000,
-        first_seen=at,
-        last_seen=at,
         verified=False,
         p_value=1.0,
         why="no spectral line, and intervals more regular than random arrivals' ...",

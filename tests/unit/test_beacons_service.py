@@ -11,7 +11,7 @@ import pytest
 
 from cloud_sniper.beacons import synthetic
 from cloud_sniper.beacons.findings import FINDING_TYPE, BeaconSource
-from cloud_sniper.beacons.models import PairScore, ScanOptions
+from cloud_sniper.beacons.models import ScanOptions
 from cloud_sniper.domain import naming
 from cloud_sniper.domain.errors import TransientAwsError
 from services.beacons import handler, service
@@ -23,7 +23,7 @@ from services.beacons.service import (
     UnreadableResultError,
 )
 from services.beacons.settings import Settings
-from tests.beacon_records import CHANCE_REGULAR
+from tests.beacon_records import CHANCE_REGULAR, scored_pair
 from tests.beacons_athena import run_events_on_duckdb, run_on_duckdb
 
 AT = datetime(2026, 12, 4, tzinfo=UTC)
@@ -334,7 +334,8 @@ def _evidence(detail: dict[str, Any]) -> dict[str, Any]:
 def test_the_verification_dismisses_a_pair_regular_only_by_chance():
     # Given two of the best pairs: a clockwork beacon, and 15 calls regular only by chance
     # (a pair of a generated set's background), among the window's 26,775 candidates
-    clockwork, chance = scored_pair("203.0.113.7"), scored_pair("198.51.100.9")
+    clockwork = scored_pair(dst="203.0.113.7", period_seconds=None)
+    chance = scored_pair(dst="198.51.100.9", period_seconds=None)
     rows = [["10.0.1.5", "203.0.113.7", "443", "6", str(t)] for t in range(0, 86400, 60)]
     rows += [["10.0.1.5", "198.51.100.9", "443", "6", str(t)] for t in CHANCE_REGULAR]
     queries = FakeQueries(["src", "dst", "dst_port", "protocol", "ts"], rows)
@@ -366,19 +367,3 @@ def test_an_event_row_that_is_not_one_is_named():
             ["src", "dst", "dst_port", "protocol", "ts"],
             [["10.0.1.5", "203.0.113.7", "443", "6", "60"], ["10.0.1.5", "x", "443", "6", None]],
         )
-
-
-def scored_pair(dst: str) -> PairScore:
-    at = datetime(2026, 12, 3, tzinfo=UTC)
-    return PairScore(
-        src="10.0.1.5",
-        dst=dst,
-        dst_port=443,
-        protocol=6,
-        score=0.8,
-        connections=100,
-        bytes=1000,
-        first_seen=at,
-        last_seen=at,
-        why="every 60 s",
-    )
