@@ -1,8 +1,13 @@
 """How the command prints what became of each finding."""
 
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 from cloud_sniper.cli import _action_rows, _actions_text
+
+DEMO_FINDINGS = Path(__file__).parents[2] / "cloud_sniper" / "demo" / "findings"
 
 DECISION = {
     "actions": [
@@ -32,3 +37,18 @@ def test_actions_of_a_waiting_execution_await_approval():
     rows = _action_rows(SimpleNamespace(approval_id="apr-0123456789"), DECISION, {})
 
     assert _actions_text(rows) == "89.248.165.84/32 waf+nacl awaiting_approval"
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    # Given a command whose reader has gone before it prints (as `| head` leaves)
+    finding = DEMO_FINDINGS / "02-port-probe.json"
+    command = [sys.executable, "-m", "cloud_sniper.cli", "policy", "explain", str(finding)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+
+    # When it prints
+    _, errors = process.communicate(timeout=120)
+
+    # Then it ends without a traceback and without an error
+    assert b"Traceback" not in errors, errors.decode()
+    assert process.returncode == 0
