@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from botocore.awsrequest import AWSResponse
 from moto.core.botocore_stubber import MockRawResponse
+from moto.ssm.models import ssm_backends
 from pydantic import BaseModel, ConfigDict
 
 from cloud_sniper.local.hooks import handler_registered
@@ -41,35 +42,53 @@ def set_faults(ssm: Any, rules: list[FaultRule]) -> None:
     ssm.put_parameter(Name=FAULTS_PARAMETER, Value=value, Type="String", Overwrite=True)
 
 
-class FaultInjector:
-    """Answers matching requests with an AWS error instead of letting the emulation serve them."""
+def stored_rules(account: str, region: str) -> tuple[int, str] | None:
+    """The rules as the emulated account holds them, with the version of their parameter;
+    None when none are stored.
 
-    def __init__(self, ssm_factory: Any) -> None:
-        self._ssm_factory = ssm_factory
-        self._ssm: Any = None
+    Read from the emulation's own state rather than through the SSM API: the injector looks
+    before every request, and an API call for each would cost more than most requests do.
+    """
+    parameter = ssm_backends[account][region].get_parameter(FAULTS_PARAMETER)
+    return (parameter.version, parameter.value) if parameter is not None else None
+
+
+class FaultInjector:
+    """Answers matching requests with an AWS error instead of letting the emulation serve them.
+
+    Each time the rules are stored they start afresh: a rule for a number of requests applies
+    to that many after it was stored, whatever the rules before it served.
+    """
+
+    def __init__(self, read_rules: Callable[[], tuple[int, str] | None]) -> None:
+        self._read_rules = read_rules
+        self._version: int | None = None
+        self._rules_stored: list[FaultRule] = []
         self._served: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._reading = threading.local()
 
     @contextmanager
     def installed(self) -> Iterator[FaultInjector]:
         with handler_registered("before-send", self._on_request, first=True):
             yield self
 
+    def served(self) -> list[int]:
+        """How many requests each stored rule has answered with its error, in the rules' order."""
+        self._rules()
+        with self._lock:
+            return [self._served.get(index, 0) for index in range(len(self._rules_stored))]
+
     def _rules(self) -> list[FaultRule]:
-        if getattr(self._reading, "active", False):
+        stored = self._read_rules()
+        if stored is None:
             return []
-        self._reading.active = True
-        try:
-            # One client for every request: making one costs more than the read itself.
-            if self._ssm is None:
-                self._ssm = self._ssm_factory()
-            value = self._ssm.get_parameter(Name=FAULTS_PARAMETER)["Parameter"]["Value"]
-        except Exception:  # no rules stored: nothing to inject
-            return []
-        finally:
-            self._reading.active = False
-        return [FaultRule.model_validate(rule) for rule in json.loads(value)]
+        version, value = stored
+        with self._lock:
+            if version != self._version:
+                self._rules_stored = [FaultRule.model_validate(r) for r in json.loads(value)]
+                self._served = {}
+                self._version = version
+            return self._rules_stored
 
     def _on_request(self, request: Any, event_name: str, **_: Any) -> AWSResponse | None:
         _, service, operation = event_name.split(".", 2)

@@ -25,7 +25,7 @@ from moto import mock_aws
 from cloud_sniper.domain import naming
 from cloud_sniper.local.api import ApiServer, LocalApiGateway, routes_of
 from cloud_sniper.local.deploy import DeployedApp, deploy_assembly
-from cloud_sniper.local.faults import FaultInjector
+from cloud_sniper.local.faults import FaultInjector, stored_rules
 from cloud_sniper.local.lambdas import InProcessLambda
 from cloud_sniper.local.moto_fixes import task_failure_cause
 
@@ -95,6 +95,8 @@ class LocalCloud:
         self.api = LocalApiGateway(self.clients, ACCOUNT, region)
         self.api_server = ApiServer(self.api)
         self.app: DeployedApp | None = None
+        # Chosen calls made in this process fail as the rules stored in the account say.
+        self.faults = FaultInjector(lambda: stored_rules(ACCOUNT, region))
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._stops: list[Callable[[], None]] = []
         self._poller: threading.Thread | None = None
@@ -106,7 +108,7 @@ class LocalCloud:
         self._stops.append(self._mock.stop)
         installers = (
             self.lambdas.installed(),
-            FaultInjector(self._ssm).installed(),
+            self.faults.installed(),
             task_failure_cause(),
         )
         for installer in installers:
@@ -155,9 +157,6 @@ class LocalCloud:
             if properties.get("FunctionName") and folder.is_dir():
                 roots[properties["FunctionName"]] = folder
         return roots
-
-    def _ssm(self) -> Any:
-        return self.clients("ssm")
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until the event source poller has found its queues empty."""

@@ -277,7 +277,7 @@ def test_exempt_resources_are_never_touched(clients, demo, variant):
 
 
 def test_a_throttled_waf_change_is_retried_by_the_state_machine_then_succeeds(
-    clients, demo, variant
+    cloud, clients, demo, variant
 ):
     # Given a WAF changes queue that throttles more changes of this address than one attempt
     # retries
@@ -292,10 +292,11 @@ def test_a_throttled_waf_change_is_retried_by_the_state_machine_then_succeeds(
     assert result.incident["outcome"] == "mitigated"
     assert f"{address}/32" in waf_addresses(clients, 4)
     assert _failed_attempts(clients, result, "Mitigate") >= 1
+    assert cloud.faults.served() == [4]
 
 
 def test_a_throttled_ip_set_write_is_retried_by_the_waf_writer_then_succeeds(
-    clients, demo, variant
+    cloud, clients, demo, variant
 ):
     # Given a WAF that throttles a few writes of the IP set holding this address
     address = "2.125.160.217"
@@ -309,6 +310,7 @@ def test_a_throttled_ip_set_write_is_retried_by_the_waf_writer_then_succeeds(
     assert result.incident["outcome"] == "mitigated"
     assert _failed_attempts(clients, result, "Mitigate") == 0
     assert f"{address}/32" in waf_addresses(clients, 4)
+    assert cloud.faults.served() == [3]
 
 
 def test_a_failing_action_ends_in_a_failure_report(clients, demo, variant):
